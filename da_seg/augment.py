@@ -1,0 +1,1 @@
+"""Augmentations built on kornia.augmentation, registered in `AUGMENTATIONS`."""

@@ -1,0 +1,155 @@
+"""The ``daseg`` command line: parses options, calls one API function, maps user errors to exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from da_seg.errors import DasegError
+
+app = typer.Typer(
+    name="daseg",
+    help="Transfer segmentation labels across imaging modalities (MR -> SynCT -> CT).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+_options = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """Turn a `DasegError` into one red line on stderr and exit code 2 (a traceback only with ``--debug``)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DasegError as err:
+            if _options["debug"]:
+                err_console.print(traceback.format_exc(), markup=False, highlight=False)
+            err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
+    """``app.command`` with the error handling every command needs."""
+
+    def decorate(fn: F) -> F:
+        app.command(*args, **kwargs)(handle_errors(fn))
+        return fn
+
+    return decorate
+
+
+def _version(value: bool) -> None:
+    if value:
+        from da_seg import __version__
+
+        console.print(f"da_seg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    plugin: list[str] = typer.Option([], "--plugin", help="Extra plugin module to load (repeatable)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for user errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    _options["debug"] = debug
+    if plugin:
+        from da_seg.plugins import load_plugins
+
+        handle_errors(load_plugins)(plugin)
+
+
+ConfigArg = typer.Argument(..., help="TOML config file.", show_default=False)
+SetOpt = typer.Option([], "--set", help="Override a config key: --set segmentation.epochs=2 (value parsed as TOML).")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs with TOML values (``2``, ``"a"``, ``true``, ``[1, 2]``); bare words stay strings."""
+    import tomllib
+
+    from da_seg.errors import ConfigError
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set needs key=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        try:
+            overrides[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = raw
+    return overrides
+
+
+@command("validate")
+def validate_cmd(config: Path = ConfigArg, set_: list[str] = SetOpt) -> None:
+    """Check a config: keys, values, and every component it names, without training."""
+    from da_seg.api import validate
+    from da_seg.config import load_config
+
+    components = validate(load_config(config, parse_overrides(set_)))
+    console.print(
+        f"[green]ok[/green] {config}: task '{components.task.name}', "
+        f"translator {type(components.translator).__name__}, segmenter {type(components.segmenter).__name__}"
+    )
+
+
+@command("run")
+def run_cmd(
+    config: Path = ConfigArg,
+    set_: list[str] = SetOpt,
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run, reusing finished stages."),
+    force: bool = typer.Option(False, "--force", help="Redo every stage, overwriting the run directory."),
+) -> None:
+    """Run the whole pipeline: data -> translator -> SynCT -> segmenter -> evaluation -> report."""
+    from da_seg.config import load_config
+    from da_seg.pipeline import run_pipeline
+
+    result = run_pipeline(load_config(config, parse_overrides(set_)), resume=resume, force=force)
+    console.print(f"[green]done[/green]: report at {result.report}")
+
+
+@command("plugins")
+def plugins_cmd() -> None:
+    """List every plugin and the components it registers, by kind, with where each comes from."""
+    from da_seg.plugins import component_table, failed_plugins
+
+    table = Table(title="da_seg plugins and components")
+    for col in ("plugin", "kind", "name", "defined at"):
+        table.add_column(col)
+    for row in component_table():
+        table.add_row(row.plugin, row.kind, row.name, row.location)
+    console.print(table)
+    for name, message in failed_plugins().items():
+        err_console.print(f"[red]failed[/red] plugin '{name}': {message}", highlight=False)
+
+
+def _add_plugin_commands() -> None:
+    from da_seg.plugins import load_plugins
+
+    try:
+        load_plugins().hook.register_commands(app=app)
+    except DasegError as err:  # a broken plugin must not make the CLI unusable
+        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _add_plugin_commands()
+    app()

@@ -1,0 +1,203 @@
+"""TOML configuration -> typed, validated models.
+
+Every key is documented in docs/config.md. Unknown keys are errors (a typo must never be silently ignored); a
+validation error names the key path, the bad value and what is allowed. Component tables (``{name = "...", ...}``)
+are checked against their registry by :func:`da_seg.api.validate`, which builds every component without training.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from da_seg.errors import ConfigError
+
+ComponentSpec = dict[str, Any]
+"""A component table: ``{name = "registered-name", other = "keyword arguments"}``."""
+
+Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _needs_name(spec: Any) -> Any:
+    if isinstance(spec, str):
+        return {"name": spec}
+    if isinstance(spec, dict) and "name" not in spec:
+        raise ValueError("a component table needs a 'name' key")
+    return spec
+
+
+class PhantomConfig(Strict):
+    """Generate the task's phantom data set (into ``cache``) when the data folders are not given."""
+
+    n_source: int = Field(12, ge=2, description="labelled source-domain subjects (e.g. MR with masks)")
+    n_target: int = Field(12, ge=1, description="unlabelled target-domain subjects (CT) for translation training")
+    n_evaluation: int = Field(8, ge=1, description="labelled target-domain subjects kept for evaluation only")
+    n_target_labelled: int = Field(8, ge=0, description="labelled target subjects for the oracle baseline (0: none)")
+    paired: bool = Field(True, description="also render each source subject in the target modality (fidelity)")
+    seed: int = 0
+    cache: Path | None = Field(None, description="where to write it; default ~/.cache/da_seg/phantom/<task>-<hash>")
+
+
+class DataConfig(Strict):
+    """Where the images are. Folders hold ``images/`` and (when labelled) ``labels/`` with matching file names."""
+
+    source: Path | None = Field(None, description="labelled source domain (MR): images/ + labels/")
+    target: Path | None = Field(None, description="unlabelled target domain (CT): images/")
+    evaluation: Path | None = Field(None, description="labelled target domain for evaluation only")
+    target_labelled: Path | None = Field(None, description="labelled target training data: enables the oracle")
+    paired_target: Path | None = Field(None, description="target-modality images of the source subjects")
+    phantom: PhantomConfig | None = None
+    spacing: tuple[float, float, float] | None = Field(None, description="(z, y, x) mm; default: the task's")
+    size: tuple[int, int] | None = Field(None, description="in-plane (H, W) after resampling; default: the task's")
+    source_intensity: ComponentSpec | None = Field(None, description="intensity preset; default: the task's")
+    target_intensity: ComponentSpec | None = Field(None, description="intensity preset; default: the task's")
+    cache: Path | None = Field(None, description="preprocessed-volume cache; default <output>/cache")
+
+    _names = field_validator("source_intensity", "target_intensity", mode="before")(_needs_name)
+
+    @field_validator("spacing")
+    @classmethod
+    def _positive_spacing(cls, v: tuple[float, float, float] | None) -> Any:
+        if v is not None and min(v) <= 0:
+            raise ValueError("every spacing must be > 0 mm")
+        return v
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, v: tuple[int, int] | None) -> Any:
+        if v is not None and min(v) < 8:
+            raise ValueError("in-plane size must be at least 8 pixels")
+        return v
+
+
+DEFAULT_AUGMENT: list[ComponentSpec] = [
+    {"name": "random_ratio_crop", "min_ratio": 0.5},
+    {"name": "rotation", "degrees": 10.0},
+    {"name": "flip", "horizontal": True, "vertical": False},
+]
+
+
+class SegmentationConfig(Strict):
+    """The segmenter and how it is trained (on SynCT) and applied (to real target images)."""
+
+    model: ComponentSpec = Field(default_factory=lambda: {"name": "resunet25d"})
+    context: int = Field(1, ge=0, le=8, description="neighbour slices each side: 2*context+1 input channels")
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    loss: ComponentSpec = Field(default_factory=lambda: {"name": "bce"})
+    augment: list[ComponentSpec] = Field(default_factory=lambda: [dict(a) for a in DEFAULT_AUGMENT])
+    val_fraction: Probability = 0.2
+    folds: int = Field(1, ge=1, description="k-fold cross-validation over the source subjects (1: one split)")
+    threshold: Probability = 0.5
+    tta_flip: bool = False
+    largest_component: bool = True
+
+    _names = field_validator("model", "loss", mode="before")(_needs_name)
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _aug_names(cls, v: Any) -> Any:
+        return [_needs_name(a) for a in v] if isinstance(v, list) else v
+
+
+class RuntimeConfig(Strict):
+    """How compute is used; the same config runs on a laptop CPU and a GPU machine."""
+
+    device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype; fp16 only on GPU")
+    channels_last: bool = False
+    compile: bool = False
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+
+
+class Config(Strict):
+    """A whole ``daseg run``: task, data, translator, segmenter, runtime."""
+
+    task: str = Field(..., description="registered task name, e.g. 'prostate_mr2ct'")
+    name: str | None = Field(None, description="run name; default: the config file's stem")
+    seed: int = 0
+    output: Path = Field(Path("runs"), description="parent folder of run directories (relative to the cwd)")
+    plugins: list[str] = Field(default_factory=list, description="extra plugin modules to load")
+    data: DataConfig = Field(default_factory=DataConfig)
+    translator: ComponentSpec = Field(default_factory=lambda: {"name": "cyclegan"})
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
+    baselines: list[Literal["no_adaptation", "oracle"]] = Field(default_factory=lambda: ["no_adaptation", "oracle"])
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    _names = field_validator("translator", mode="before")(_needs_name)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or "run"
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"]) or "<top level>"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key '{path}'; remove it or check its spelling (see docs/config.md)"
+    if kind == "missing":
+        return f"{source}: missing required key '{path}'"
+    value = first.get("input")
+    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    return f"{source}: key '{path}' = {value!r}: {first['msg']}{more}"
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return
+    for key in ("source", "target", "evaluation", "target_labelled", "paired_target", "cache"):
+        if isinstance(section.get(key), str):
+            section[key] = str((base / Path(section[key]).expanduser()).resolve())
+    phantom = section.get("phantom")
+    if isinstance(phantom, dict) and isinstance(phantom.get("cache"), str):
+        phantom["cache"] = str((base / Path(phantom["cache"]).expanduser()).resolve())
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>", base: Path | None = None) -> Config:
+    """Validate a config dictionary; data paths are resolved against ``base`` (the config file's folder)."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    if base is not None:
+        _resolve_paths(data, base)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a TOML config file. ``overrides`` are dotted keys (``{"segmentation.epochs": 2}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    for dotted, value in (overrides or {}).items():
+        set_dotted(data, dotted, value)
+    data.setdefault("name", path.stem)
+    return parse_config(data, source=str(path), base=path.parent)
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dictionaries, creating the tables on the way."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set '{dotted}': '{key}' is not a table")
+    node[leaf] = value

@@ -1,0 +1,23 @@
+"""The one exception family for mistakes a user can make (bad config, bad file, unknown name).
+
+The CLI turns every `DasegError` into a one-line message and exit code 2; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class DasegError(Exception):
+    """A problem the user can fix: the message names the file or key and says what to do."""
+
+
+class ConfigError(DasegError):
+    """A config value is missing, of the wrong type, out of range or unknown."""
+
+
+class DataError(DasegError):
+    """An input file or folder is missing, unreadable or inconsistent."""
+
+
+class StageNotBuiltError(DasegError):
+    """A pipeline stage has no implementation yet; raised instead of pretending success."""

@@ -1,0 +1,79 @@
+"""The plugin contract: the hooks a da_seg plugin may implement.
+
+A plugin is a module (or an object) with functions decorated by :data:`hookimpl`. It is found through the
+``da_seg`` entry-point group of an installed package::
+
+    [project.entry-points.da_seg]
+    my_plugin = "my_package.plugin"
+
+or named in a config (``plugins = ["my_package.plugin"]``) or on the command line (``--plugin my_package.plugin``).
+
+Each ``register_*`` hook receives a ``register`` callback: ``register(name, factory)`` or ``@register(name)``.
+The host owns the registries; a plugin never touches them directly. A name already taken is an error that names
+the plugin that took it first. The built-in components register through these very hooks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "da_seg"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_translators(register: Any) -> None:
+    """Register image translators (source domain -> target domain).
+
+    A translator factory returns an object with ``fit(source_volumes, target_volumes)``,
+    ``translate(volume) -> Volume`` (target units, the source geometry), ``save(dir)`` and ``load(dir)``.
+    See :class:`da_seg.translators.Translator`.
+    """
+
+
+@hookspec
+def register_segmenters(register: Any) -> None:
+    """Register segmentation networks.
+
+    A segmenter factory takes ``in_channels`` (``2 * context + 1``) and ``classes`` and returns a ``torch.nn.Module``
+    mapping ``(B, in_channels, H, W)`` to logits ``(B, classes, H, W)``.
+    """
+
+
+@hookspec
+def register_losses(register: Any) -> None:
+    """Register losses: factories returning a callable ``loss(prediction, target) -> scalar tensor``."""
+
+
+@hookspec
+def register_augmentations(register: Any) -> None:
+    """Register augmentations: factories returning a ``kornia.augmentation`` module.
+
+    They are composed with ``kornia.augmentation.AugmentationSequential(..., data_keys=["input", "mask"])``, so
+    geometric ones move masks with the image and intensity ones leave masks alone.
+    """
+
+
+@hookspec
+def register_metrics(register: Any) -> None:
+    """Register metrics: factories returning ``metric(prediction, reference, spacing) -> float``."""
+
+
+@hookspec
+def register_intensities(register: Any) -> None:
+    """Register intensity presets: factories returning an object with ``forward(array) -> array`` in [-1, 1] and,
+    when exact inversion is possible, ``inverse(array) -> array`` in the modality's units."""
+
+
+@hookspec
+def register_tasks(register: Any) -> None:
+    """Register tasks: a modality pair with its label names, intensity presets, target spacing and, optionally,
+    a phantom generator for the data. See :class:`da_seg.task.Task`."""
+
+
+@hookspec
+def register_commands(app: Any) -> None:
+    """Add commands to the ``daseg`` typer application (``app.command()(my_function)``)."""

@@ -1,0 +1,1 @@
+"""Intensity presets (CT window, MR percentile normalisation), registered in `INTENSITIES`."""

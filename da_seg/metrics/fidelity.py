@@ -1,0 +1,1 @@
+"""Translation fidelity metrics in target units (HU): MAE, PSNR, SSIM inside the body."""

@@ -1,0 +1,1 @@
+"""Segmentation metrics in millimetres: Dice, HD95, ASSD, relative volume difference."""

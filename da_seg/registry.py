@@ -1,0 +1,177 @@
+"""One small registry class, one instance per kind of component (after timm's ``register_model``).
+
+A registry maps plain string names to factories (classes or functions). Plugins fill the registries through the
+pluggy hooks in :mod:`da_seg.hookspecs`; the built-in components go through the very same hooks, so a registry is
+complete only after :func:`da_seg.plugins.load_plugins` ran. Every public lookup triggers that load lazily.
+
+Example:
+    >>> from da_seg.registry import SEGMENTERS
+    >>> net = SEGMENTERS.create("resunet25d", in_channels=3, base=8)  # doctest: +SKIP
+    >>> SEGMENTERS.build({"name": "resunet25d", "base": 8}, in_channels=3)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from da_seg.errors import ConfigError
+
+Factory = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered factory and where it came from (plugin name and source location)."""
+
+    name: str
+    factory: Factory
+    plugin: str
+    location: str
+
+
+def _location(obj: Any) -> str:
+    try:
+        file = inspect.getsourcefile(obj) or "?"
+        line = inspect.getsourcelines(obj)[1]
+        return f"{file}:{line}"
+    except (TypeError, OSError):
+        return getattr(obj, "__module__", "?")
+
+
+class Registry:
+    """Names -> factories for one kind of component (e.g. ``"segmenter"``)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    # -- filling ---------------------------------------------------------------------------------------------
+    def register(
+        self, name: str | Factory | None = None, factory: Factory | None = None, *, override: bool = False,
+        plugin: str = "<direct>",
+    ) -> Any:
+        """Register ``factory`` under ``name``; usable as a plain call or as a decorator.
+
+        ``REG.register("x", f)``, ``@REG.register("x")`` and bare ``@REG.register`` (name = ``f.__name__``) all work.
+        A name already taken raises unless ``override=True``; the message says who took it.
+        """
+        if callable(name) and factory is None:  # bare decorator
+            factory, name = name, None
+        if factory is None:
+            return lambda f: self.register(name, f, override=override, plugin=plugin)
+        key = name or getattr(factory, "__name__", None)
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"cannot register a {self.kind} without a name")
+        if key in self._entries and not override:
+            first = self._entries[key]
+            raise ConfigError(
+                f"{self.kind} '{key}' is already registered by plugin '{first.plugin}' ({first.location}); "
+                f"pick another name or pass override=True"
+            )
+        self._entries[key] = Entry(key, factory, plugin, _location(factory))
+        return factory
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests and plugin authors use this to clean up)."""
+        self._entries.pop(name, None)
+
+    # -- lookup ----------------------------------------------------------------------------------------------
+    def _ensure_loaded(self) -> None:
+        from da_seg.plugins import load_plugins  # lazy: plugins import the registries
+
+        load_plugins()
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Sorted registered names matching a glob ``pattern``."""
+        self._ensure_loaded()
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def entries(self) -> list[Entry]:
+        self._ensure_loaded()
+        return [self._entries[n] for n in sorted(self._entries)]
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_loaded()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def get(self, name: str) -> Factory:
+        """The factory for ``name``; an unknown name lists the close matches."""
+        self._ensure_loaded()
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise ConfigError(f"unknown {self.kind} '{name}'{hint} (known: {known})")
+        return self._entries[name].factory
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Build ``name`` with ``kwargs``; ``None`` values are dropped so the factory's defaults hold.
+
+        Keyword arguments the factory does not accept are reported against its signature.
+        """
+        factory = self.get(name)
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        check_kwargs(factory, kwargs, f"{self.kind} '{name}'")
+        try:
+            return factory(**kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{self.kind} '{name}': {err}") from err
+
+    def build(self, spec: str | Mapping[str, Any], **defaults: Any) -> Any:
+        """Build from a config table ``{name = "...", ...}`` (or a bare name); ``defaults`` fill unset keys."""
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        spec = dict(spec)
+        if "name" not in spec:
+            raise ConfigError(f"a {self.kind} table needs a 'name' key (one of: {', '.join(self.names())})")
+        name = spec.pop("name")
+        return self.create(name, **{**defaults, **spec})
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self._entries)} entries)"
+
+
+def check_kwargs(factory: Factory, kwargs: Mapping[str, Any], what: str) -> None:
+    """Raise a `ConfigError` naming ``what`` when ``kwargs`` do not fit ``factory``'s signature."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    params = sig.parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, accepted, n=1)
+            hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise ConfigError(f"{what} got unknown argument {', '.join(hints)}; accepted: {', '.join(accepted)}")
+
+
+TRANSLATORS = Registry("translator")
+SEGMENTERS = Registry("segmenter")
+LOSSES = Registry("loss")
+AUGMENTATIONS = Registry("augmentation")
+METRICS = Registry("metric")
+INTENSITIES = Registry("intensity")
+TASKS = Registry("task")
+
+REGISTRIES: dict[str, Registry] = {
+    "translators": TRANSLATORS,
+    "segmenters": SEGMENTERS,
+    "losses": LOSSES,
+    "augmentations": AUGMENTATIONS,
+    "metrics": METRICS,
+    "intensities": INTENSITIES,
+    "tasks": TASKS,
+}

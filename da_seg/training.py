@@ -1,0 +1,169 @@
+"""What every trainer shares: device and precision, seeding, atomic checkpoints, progress and scalar logs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from da_seg.errors import ConfigError, DataError
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; an unavailable CUDA request is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"runtime.device = '{device}' but no CUDA GPU is available; use 'auto' or 'cpu'")
+    return dev
+
+
+def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
+    """Autocast context for ``precision`` (``fp32`` = off, ``bf16`` on CPU or GPU, ``fp16`` on GPU only)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("runtime.precision = 'fp16' needs a CUDA GPU; use 'bf16' on the CPU")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; returns a CPU generator for sampling that does not disturb the others."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+# -- atomic files ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed over ``path`` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"missing file: {path}") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not valid JSON ({err}); the file may be damaged") from None
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------------
+def save_checkpoint(
+    directory: str | Path, modules: Mapping[str, nn.Module], meta: Mapping[str, Any],
+    state: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``weights.safetensors`` (all modules, keys ``name.param``), ``meta.json`` and optionally ``state.pt``.
+
+    ``meta`` must say what built the weights (``component`` and its arguments) so `load_checkpoint` can refuse a
+    checkpoint of another component. ``state`` holds optimizer/scheduler state for resuming (tensors and plain
+    data only, loaded with ``weights_only=True``). Each file is written atomically.
+    """
+    directory = Path(directory)
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items()
+               for k, v in m.state_dict().items()}
+    with atomic_path(directory / "weights.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    if state is not None:
+        with atomic_path(directory / "state.pt") as tmp:
+            torch.save(dict(state), tmp)
+    write_json(directory / "meta.json", dict(meta))
+
+
+def load_checkpoint(
+    directory: str | Path, modules: Mapping[str, nn.Module], component: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Load weights saved by `save_checkpoint` into ``modules``; returns the meta data.
+
+    Refuses (with a `DataError`) a checkpoint written by another component or with other tensor shapes.
+    """
+    directory = Path(directory)
+    meta = read_json(directory / "meta.json")
+    if component is not None and meta.get("component") != component:
+        raise DataError(
+            f"{directory}: checkpoint is for '{meta.get('component')}', not '{component}'; point to the right model"
+        )
+    weights = directory / "weights.safetensors"
+    try:
+        tensors = load_file(str(weights), device=str(map_location))
+    except FileNotFoundError:
+        raise DataError(f"missing file: {weights}") from None
+    except Exception as err:
+        raise DataError(f"{weights}: unreadable checkpoint ({err})") from None
+    for name, module in modules.items():
+        prefix = f"{name}."
+        sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(sub, strict=True)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()
+            raise DataError(
+                f"{weights}: weights do not fit '{name}' as configured ({first[1].strip() if len(first) > 1 else err});"
+                " was it trained with other settings?"
+            ) from None
+    return meta
+
+
+def load_state(directory: str | Path) -> dict[str, Any] | None:
+    """Optimizer/scheduler state saved beside a checkpoint, or None (``weights_only=True``: no code runs)."""
+    path = Path(directory) / "state.pt"
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# -- progress and logs ----------------------------------------------------------------------------------------
+def progress_bar(transient: bool = False) -> Progress:
+    """The rich progress bar every long loop uses (description carries the current losses)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=transient,
+    )
+
+
+class ScalarLog:
+    """Append-only JSON-lines log of training scalars (one object per line)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **scalars: Any) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(scalars, default=float) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,1 @@
+"""Translators (source -> target domain), registered in `TRANSLATORS`."""
