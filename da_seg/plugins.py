@@ -61,8 +61,14 @@ def _register_components(pm: pluggy.PluginManager, plugin_names: set[str]) -> No
             if impl.plugin_name not in plugin_names:
                 continue
 
-            def register(name: Any = None, factory: Any = None, *, override: bool = False,
-                         _reg=registry, _plugin=impl.plugin_name) -> Any:
+            def register(
+                name: Any = None,
+                factory: Any = None,
+                *,
+                override: bool = False,
+                _reg=registry,
+                _plugin=impl.plugin_name,
+            ) -> Any:
                 return _reg.register(name, factory, override=override, plugin=_plugin)
 
             impl.function(register=register)

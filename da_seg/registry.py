@@ -52,7 +52,11 @@ class Registry:
 
     # -- filling ---------------------------------------------------------------------------------------------
     def register(
-        self, name: str | Factory | None = None, factory: Factory | None = None, *, override: bool = False,
+        self,
+        name: str | Factory | None = None,
+        factory: Factory | None = None,
+        *,
+        override: bool = False,
         plugin: str = "<direct>",
     ) -> Any:
         """Register ``factory`` under ``name``; usable as a plain call or as a decorator.

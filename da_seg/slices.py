@@ -44,7 +44,10 @@ class SliceBank:
     """
 
     def __init__(
-        self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None, context: int = 0,
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray] | None = None,
+        context: int = 0,
         device: str | torch.device = "cpu",
     ) -> None:
         if not images:
@@ -57,9 +60,13 @@ class SliceBank:
         self.context = context
         self.device = torch.device(device)
         starts = np.cumsum([0] + [im.shape[0] for im in images])
-        neighbours = np.concatenate([neighbour_index(im.shape[0], context) + s for im, s in zip(images, starts)])
+        neighbours = np.concatenate(
+            [neighbour_index(im.shape[0], context) + s for im, s in zip(images, starts[:-1], strict=True)]
+        )
         self.images = torch.as_tensor(np.concatenate(images).astype(np.float32), device=self.device)
-        self.masks = None if masks is None else torch.as_tensor(np.concatenate(masks).astype(np.uint8), device=self.device)
+        self.masks = (
+            None if masks is None else torch.as_tensor(np.concatenate(masks).astype(np.uint8), device=self.device)
+        )
         self.neighbours = torch.as_tensor(neighbours, device=self.device)
         self.case_of = torch.as_tensor(
             np.concatenate([np.full(im.shape[0], i) for i, im in enumerate(images)]), device=self.device

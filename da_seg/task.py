@@ -21,8 +21,15 @@ class PhantomWriter(Protocol):
     """
 
     def __call__(
-        self, out: Path, *, n_source: int, n_target: int, n_evaluation: int, n_target_labelled: int,
-        paired: bool, seed: int,
+        self,
+        out: Path,
+        *,
+        n_source: int,
+        n_target: int,
+        n_evaluation: int,
+        n_target_labelled: int,
+        paired: bool,
+        seed: int,
     ) -> None: ...
 
 

@@ -80,7 +80,9 @@ def read_json(path: str | Path) -> Any:
 
 # -- checkpoints ----------------------------------------------------------------------------------------------
 def save_checkpoint(
-    directory: str | Path, modules: Mapping[str, nn.Module], meta: Mapping[str, Any],
+    directory: str | Path,
+    modules: Mapping[str, nn.Module],
+    meta: Mapping[str, Any],
     state: Mapping[str, Any] | None = None,
 ) -> None:
     """Write ``weights.safetensors`` (all modules, keys ``name.param``), ``meta.json`` and optionally ``state.pt``.
@@ -90,8 +92,9 @@ def save_checkpoint(
     data only, loaded with ``weights_only=True``). Each file is written atomically.
     """
     directory = Path(directory)
-    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items()
-               for k, v in m.state_dict().items()}
+    tensors = {
+        f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()
+    }
     with atomic_path(directory / "weights.safetensors") as tmp:
         save_file(tensors, str(tmp))
     if state is not None:
@@ -101,7 +104,9 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    directory: str | Path, modules: Mapping[str, nn.Module], component: str | None = None,
+    directory: str | Path,
+    modules: Mapping[str, nn.Module],
+    component: str | None = None,
     map_location: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Load weights saved by `save_checkpoint` into ``modules``; returns the meta data.
@@ -123,7 +128,7 @@ def load_checkpoint(
         raise DataError(f"{weights}: unreadable checkpoint ({err})") from None
     for name, module in modules.items():
         prefix = f"{name}."
-        sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             module.load_state_dict(sub, strict=True)
         except RuntimeError as err:
@@ -147,8 +152,13 @@ def load_state(directory: str | Path) -> dict[str, Any] | None:
 def progress_bar(transient: bool = False) -> Progress:
     """The rich progress bar every long loop uses (description carries the current losses)."""
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), TextColumn("{task.fields[status]}"), transient=transient,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        transient=transient,
     )
 
 

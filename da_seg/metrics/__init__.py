@@ -1,1 +1,1 @@
-"""Metrics, registered in `METRICS`: overlap and surface distances (segmentation.py), translation fidelity (fidelity.py)."""
+"""Metrics, registered in `METRICS`: overlap and surface distances (segmentation.py), fidelity (fidelity.py)."""
