@@ -142,27 +142,36 @@ def load_plugins(modules: list[str | ModuleType | object] | tuple = ()) -> plugg
                 continue
             else:
                 pm.register(module, name=getattr(module, "__name__", None))
-        pm.check_pending()
         new = {name for name, _ in pm.list_name_plugin()} - before
-        _register_components(pm, new)
+        try:
+            pm.check_pending()
+            _register_components(pm, new)
+        except pluggy.PluginValidationError as err:
+            _forget(pm, new)
+            raise ConfigError(f"plugin '{pm.get_name(err.plugin) or err.plugin}' is invalid: {err}") from None
+        except Exception:
+            _forget(pm, new)  # a half-registered plugin would poison every later lookup
+            raise
         return pm
-    except pluggy.PluginValidationError as err:
-        raise ConfigError(f"plugin '{err.plugin}' is invalid: {err}") from err
     finally:
         _state.loading = False
+
+
+def _forget(pm: pluggy.PluginManager, names: set[str]) -> None:
+    for name in names:
+        for registry in REGISTRIES.values():
+            for entry in [e for e in registry._entries.values() if e.plugin == name]:
+                registry.unregister(entry.name)
+        if pm.get_plugin(name) is not None:
+            pm.unregister(name=name)
 
 
 def unload_plugin(plugin: str | ModuleType | object) -> None:
     """Unregister a plugin and remove every component it registered (used by tests and interactive sessions)."""
     pm = load_plugins()
     name = plugin if isinstance(plugin, str) else pm.get_name(plugin)
-    if name is None:
-        return
-    for registry in REGISTRIES.values():
-        for entry in [e for e in registry._entries.values() if e.plugin == name]:
-            registry.unregister(entry.name)
-    if pm.get_plugin(name) is not None:
-        pm.unregister(name=name)
+    if name is not None:
+        _forget(pm, {name})
 
 
 def failed_plugins() -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""An example da_seg plugin: one segmenter and one augmentation."""

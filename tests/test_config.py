@@ -1,0 +1,85 @@
+"""TOML -> validated models: key paths in errors, unknown keys refused, paths resolved, every key documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from da_seg.config import Config, load_config, parse_config
+from da_seg.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'task = "prostate_mr2ct"\n'))
+    assert config.name == "c"
+    assert config.segmentation.context == 1
+    assert config.translator == {"name": "cyclegan"}
+    assert config.runtime.device == "auto"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('task = "t"\n[segmentation]\nepochz = 3\n', "unknown key 'segmentation.epochz'"),
+        ('task = "t"\n[segmentation]\nepochs = -1\n', "key 'segmentation.epochs' = -1: Input should be greater than"),
+        ('task = "t"\n[segmentation]\ncontext = -1\n', "key 'segmentation.context' = -1"),
+        ('task = "t"\n[segmentation]\nepochs = "ten"\n', "key 'segmentation.epochs' = 'ten'"),
+        ('[segmentation]\nepochs = 1\n', "missing required key 'task'"),
+        ('task = "t"\n[data]\nspacing = [1.0, 0.0, 1.0]\n', "key 'data.spacing'"),
+        ('task = "t"\n[segmentation]\nmodel = { base = 8 }\n', "needs a 'name' key"),
+        ('task = "t"\n[runtime]\nprecision = "fp8"\n', "key 'runtime.precision' = 'fp8'"),
+        ('task = "t"\nbaselines = ["oracel"]\n', "key 'baselines.0' = 'oracel'"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "task = \n"))
+
+
+def test_data_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'task = "t"\n[data]\nsource = "mr"\n'))
+    assert config.data.source == (tmp_path / "mr").resolve()
+
+
+def test_overrides_use_dotted_keys(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'task = "t"\n'), {"segmentation.epochs": 2, "runtime.device": "cpu"})
+    assert (config.segmentation.epochs, config.runtime.device) == (2, "cpu")
+
+
+def test_parse_config_from_python() -> None:
+    config = parse_config({"task": "t", "segmentation": {"model": "smp"}})
+    assert config.segmentation.model == {"name": "smp"}
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        annotation = field.annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                keys += _keys(candidate, f"{prefix}{name}.")
+    return keys
+
+
+def test_every_config_key_is_documented() -> None:
+    doc = (ROOT / "docs/config.md").read_text()
+    missing = [k for k in _keys(Config) if f"`{k}`" not in doc]
+    assert not missing, f"undocumented config keys: {missing}"

@@ -1,0 +1,82 @@
+"""The one registry mechanism: register, create, build, close-match errors, signature checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from da_seg.errors import ConfigError
+from da_seg.registry import REGISTRIES, Registry
+
+
+class Net:
+    def __init__(self, in_channels: int, width: int = 8) -> None:
+        self.in_channels, self.width = in_channels, width
+
+
+@pytest.fixture
+def reg() -> Registry:
+    reg = Registry("segmenter")
+    reg._ensure_loaded = lambda: None  # a private registry needs no plugins
+    reg.register("resunet25d", Net)
+    return reg
+
+
+def test_register_as_decorator_and_call(reg: Registry) -> None:
+    @reg.register("small")
+    def small(in_channels: int) -> Net:
+        return Net(in_channels, 4)
+
+    @reg.register
+    def bare(in_channels: int) -> Net:
+        return Net(in_channels)
+
+    assert reg.names() == ["bare", "resunet25d", "small"]
+    assert reg.names("res*") == ["resunet25d"]
+    assert reg.create("small", in_channels=3).width == 4
+
+
+def test_create_drops_none_so_defaults_hold(reg: Registry) -> None:
+    net = reg.create("resunet25d", in_channels=3, width=None)
+    assert net.width == 8
+
+
+def test_build_from_config_table_with_defaults(reg: Registry) -> None:
+    net = reg.build({"name": "resunet25d", "width": 32}, in_channels=5)
+    assert (net.in_channels, net.width) == (5, 32)
+    assert reg.build("resunet25d", in_channels=1).in_channels == 1
+
+
+def test_build_table_without_name(reg: Registry) -> None:
+    with pytest.raises(ConfigError, match="needs a 'name' key"):
+        reg.build({"width": 3})
+
+
+def test_unknown_name_lists_close_matches(reg: Registry) -> None:
+    with pytest.raises(ConfigError, match=r"unknown segmenter 'resunet2d'; did you mean 'resunet25d'\?"):
+        reg.create("resunet2d", in_channels=1)
+
+
+def test_duplicate_name_says_where_the_first_came_from(reg: Registry) -> None:
+    with pytest.raises(ConfigError, match=r"already registered by plugin '<direct>' \(.*test_registry.py:\d+\)"):
+        reg.register("resunet25d", Net)
+    reg.register("resunet25d", Net, override=True)  # explicit override is allowed
+
+
+def test_bad_keyword_reported_against_signature(reg: Registry) -> None:
+    with pytest.raises(ConfigError, match=r"unknown argument 'widht' \(did you mean 'width'\?\); accepted: in_chan"):
+        reg.create("resunet25d", in_channels=1, widht=3)
+
+
+def test_factory_value_errors_become_config_errors(reg: Registry) -> None:
+    def picky(size: int) -> None:
+        raise ValueError("size must be even")
+
+    reg.register("picky", picky)
+    with pytest.raises(ConfigError, match="segmenter 'picky': size must be even"):
+        reg.create("picky", size=3)
+
+
+def test_the_kinds_of_components() -> None:
+    assert set(REGISTRIES) == {
+        "translators", "segmenters", "losses", "augmentations", "metrics", "intensities", "tasks"
+    }
