@@ -59,7 +59,10 @@ def register_augmentations(register: Any) -> None:
 
 @hookspec
 def register_metrics(register: Any) -> None:
-    """Register metrics: factories returning ``metric(prediction, reference, spacing) -> float``."""
+    """Register metric functions ``metric(prediction, reference, spacing_zyx, ...) -> float``.
+
+    Unlike the other kinds a metric is registered as the function itself: look it up with ``METRICS.get(name)``.
+    """
 
 
 @hookspec

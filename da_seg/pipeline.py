@@ -1,22 +1,482 @@
-"""The stages of ``daseg run``."""
+"""The stages of ``daseg run``: data -> translator -> SynCT -> segmenters -> evaluation -> report.
+
+Every stage writes into the run directory and leaves a ``done.json`` holding a fingerprint of the settings it
+depends on (its own and its inputs'). ``--resume`` reuses a stage whose fingerprint matches; the translator and the
+segmenters also resume mid-training from their last checkpoint. ``--force`` starts the run directory afresh.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from da_seg.api import validate
-from da_seg.config import Config
-from da_seg.errors import StageNotBuiltError
+import numpy as np
+import torch
+
+from da_seg.api import get_task, validate
+from da_seg.config import Config, PhantomConfig
+from da_seg.data import Domain, PreparedCase, find_cases, load_prepared
+from da_seg.errors import ConfigError, DasegError, DataError
+from da_seg.metrics.segmentation import evaluate_case
+from da_seg.registry import INTENSITIES, METRICS, TRANSLATORS
+from da_seg.segmentation import TrainedSegmenter, train_segmenter
+from da_seg.task import Task
+from da_seg.training import read_json, resolve_device, seed_everything, write_json
+from da_seg.translators import load_translator
+from da_seg.volume import read_volume, resample_to, write_volume
+
+SYNCT = "synct"
 
 
 @dataclass
 class RunResult:
+    """Where a run left its outputs, and its per-method metric rows."""
+
     run_dir: Path
     report: Path
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able settings."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- data -------------------------------------------------------------------------------------------------------
+@dataclass
+class DataFolders:
+    source: Path
+    target: Path
+    evaluation: Path | None
+    target_labelled: Path | None
+    paired_target: Path | None
+
+
+def phantom_folder(config: Config, task: Task) -> Path:
+    """The phantom's cache folder: explicit, or ``~/.cache/da_seg/phantom/<task>-<settings hash>``."""
+    phantom = config.data.phantom
+    assert phantom is not None
+    if phantom.cache is not None:
+        return phantom.cache
+    settings = phantom.model_dump(exclude={"cache"})
+    return Path.home() / ".cache" / "da_seg" / "phantom" / f"{task.name}-{fingerprint(settings)}"
+
+
+def ensure_phantom(task: Task, phantom: PhantomConfig, folder: Path) -> Path:
+    """Write the task's phantom into ``folder`` unless a complete one is there already."""
+    marker = folder / "phantom.json"
+    settings = phantom.model_dump(exclude={"cache"})
+    if marker.exists() and read_json(marker) == settings:
+        return folder
+    if task.phantom is None:
+        raise ConfigError(f"data.phantom is set but task '{task.name}' ships no phantom; give data folders instead")
+    task.phantom(folder, **settings)
+    write_json(marker, settings)
+    return folder
+
+
+def resolve_data(config: Config, task: Task) -> DataFolders:
+    """The data folders of a run: the configured ones, or the (generated on first use) phantom's."""
+    data = config.data
+    if data.phantom is not None:
+        root = ensure_phantom(task, data.phantom, phantom_folder(config, task))
+        optional = {k: (root / k if (root / k).is_dir() else None) for k in ("target_labelled", "paired_target")}
+        return DataFolders(root / "source", root / "target", root / "evaluation", **optional)
+    if data.source is None or data.target is None:
+        raise ConfigError("set data.source and data.target (folders), or data.phantom to use the task's phantom")
+    return DataFolders(data.source, data.target, data.evaluation, data.target_labelled, data.paired_target)
+
+
+@dataclass
+class Dataset:
+    """Everything preprocessed onto the common grid, split once by seed."""
+
+    source_domain: Domain
+    target_domain: Domain
+    source_train: list[PreparedCase]
+    source_test: list[PreparedCase]
+    target: list[PreparedCase]
+    evaluation: list[PreparedCase]
+    evaluation_labels: dict[str, Path]
+    target_labelled: list[PreparedCase]
+    paired_target: dict[str, Path]
+
+
+def domains(config: Config, task: Task) -> tuple[Domain, Domain]:
+    spacing = config.data.spacing or task.spacing
+    size = config.data.size or task.size
+    source = INTENSITIES.build(config.data.source_intensity or task.source_intensity)
+    target = INTENSITIES.build(config.data.target_intensity or task.target_intensity)
+    return Domain(spacing, size, source), Domain(spacing, size, target)
+
+
+def split_test(cases: list[PreparedCase], fraction: float, seed: int) -> tuple[list, list]:
+    """Hold out ``fraction`` of the source subjects (at least one) as the SynCT / MR test set."""
+    order = np.random.default_rng(seed).permutation(len(cases))
+    n_test = max(1, round(fraction * len(cases)))
+    if len(cases) - n_test < 2:
+        raise DataError(f"need at least 3 labelled source subjects (have {len(cases)})")
+    test = {int(i) for i in order[:n_test]}
+    return [c for i, c in enumerate(cases) if i not in test], [c for i, c in enumerate(cases) if i in test]
+
+
+def prepare_dataset(config: Config, task: Task, folders: DataFolders, cache: Path) -> Dataset:
+    source_domain, target_domain = domains(config, task)
+    binary = task.classes == 1
+    source = load_prepared(find_cases(folders.source, labelled=True, binary=binary), source_domain, cache)
+    target = load_prepared(find_cases(folders.target, labelled=False), target_domain, cache)
+    evaluation, labels = [], {}
+    if folders.evaluation is not None:
+        eval_cases = find_cases(folders.evaluation, labelled=True, binary=binary)
+        evaluation = load_prepared(eval_cases, target_domain, cache)
+        labels = {c.id: c.label for c in eval_cases}
+    labelled = []
+    if folders.target_labelled is not None and "oracle" in config.baselines:
+        labelled = load_prepared(
+            find_cases(folders.target_labelled, labelled=True, binary=binary), target_domain, cache
+        )
+    paired = {}
+    if folders.paired_target is not None:
+        paired = {c.id: c.image for c in find_cases(folders.paired_target, labelled=False)}
+    train, test = split_test(source, 0.25, config.seed)
+    return Dataset(source_domain, target_domain, train, test, target, evaluation, labels, labelled, paired)
+
+
+# -- stages -----------------------------------------------------------------------------------------------------
+class Stages:
+    """Runs named stages once per fingerprint, timing each."""
+
+    def __init__(self, run_dir: Path, resume: bool, keyed: bool = False) -> None:
+        self.run_dir, self.resume, self.keyed = run_dir, resume, keyed
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, key: str, work: Callable[[Path], Any]) -> Path:
+        """Run ``work(folder)`` unless ``folder`` holds a finished stage with this ``key`` (and resuming).
+
+        With ``keyed=True`` (studies) folders are named ``name-key`` so variations share identical stages.
+        """
+        folder = self.run_dir / (f"{name}-{key}" if self.keyed else name)
+        marker = folder / "done.json"
+        if self.resume and marker.exists() and read_json(marker).get("fingerprint") == key:
+            self.timings[name] = read_json(marker).get("seconds", 0.0)
+            return folder
+        if marker.exists():
+            marker.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        work(folder)
+        seconds = time.perf_counter() - start
+        self.timings[name] = seconds
+        write_json(marker, {"fingerprint": key, "seconds": seconds})
+        return folder
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    names = ["da_seg", "torch", "kornia", "segmentation-models-pytorch", "timm", "SimpleITK", "numpy", "pluggy"]
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_revision() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def open_run_dir(config: Config, *, resume: bool, force: bool) -> Path:
+    """Create (or, with resume/force, reuse/clear) the run directory and record how the run was made."""
+    run_dir = config.output / config.run_name
+    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or force):
+        raise DasegError(f"run directory {run_dir} exists; pass --resume to continue it or --force to redo it")
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config.model_dump(mode="json"))
+    except OSError as err:
+        raise DasegError(
+            f"cannot write the run directory {run_dir} ({err.strerror}); choose another 'output'"
+        ) from None
+    write_json(
+        run_dir / "provenance.json",
+        {
+            "versions": _versions(),
+            "git": _git_revision(),
+            "seed": config.seed,
+            "device": str(resolve_device(config.runtime.device)),
+        },
+    )
+    return run_dir
+
+
+# -- the pipeline ---------------------------------------------------------------------------------------------
+@dataclass
+class Method:
+    """One trained segmenter and what it was trained on (a row group of Table 1)."""
+
+    name: str
+    train_on: str
+    model: TrainedSegmenter
+
+
+@dataclass
+class Upstream:
+    """What run, bench and study share: the data on the common grid, the translator and the SynCT."""
+
+    config: Config
+    task: Task
+    device: torch.device
+    stages: Stages
+    dataset: Dataset
+    translator: Any
+    synct_dir: Path
+    synct_train: list[PreparedCase]
+    synct_test: list[PreparedCase]
+    data_key: str
+    synct_key: str
+
+
+def prepare_upstream(config: Config, stages: Stages) -> Upstream:
+    """Data -> translator -> SynCT, each stage reused when its fingerprint matches."""
+    task = get_task(config)
+    device = resolve_device(config.runtime.device)
+    if config.runtime.threads:
+        torch.set_num_threads(config.runtime.threads)
+    seed_everything(config.seed)
+    start = time.perf_counter()
+    folders = resolve_data(config, task)
+    dataset = prepare_dataset(config, task, folders, config.data.cache or stages.run_dir / "cache")
+    stages.timings["data"] = time.perf_counter() - start
+    data_key = fingerprint(config.data.model_dump(mode="json"), config.task, config.seed)
+
+    translator_key = fingerprint(data_key, config.translator, config.runtime.precision)
+    translator_dir = stages.run("translator", translator_key, lambda d: _fit_translator(config, dataset, d, device))
+    translator = load_translator(translator_dir / "model", device=device)
+    synct_key = fingerprint(translator_key)
+    synct_dir = stages.run(SYNCT, synct_key, lambda d: _synthesize(translator, dataset, d))
+    return Upstream(
+        config,
+        task,
+        device,
+        stages,
+        dataset,
+        translator,
+        synct_dir,
+        _load_synct(synct_dir, dataset.source_train),
+        _load_synct(synct_dir, dataset.source_test),
+        data_key,
+        synct_key,
+    )
+
+
+def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True, tag: str = "") -> list[Method]:
+    """The SynCT-trained segmenter and, when asked, the no-adaptation and oracle baselines."""
+    config, task, dataset = up.config, up.task, up.dataset
+    seg = segmentation or config.segmentation
+    seg_key = seg.model_dump(mode="json")
+    plan = [("synct", "SynCT", up.synct_train, up.synct_key)]
+    if baselines and "no_adaptation" in config.baselines:
+        plan.append(("no_adaptation", task.source_modality, dataset.source_train, up.data_key))
+    if baselines and "oracle" in config.baselines and dataset.target_labelled:
+        plan.append(("oracle", task.target_modality, dataset.target_labelled, up.data_key))
+    return [
+        Method(
+            name + tag,
+            train_on,
+            _train(up, f"seg_{name}{tag}", fingerprint(key, seg_key, config.runtime.precision), seg, cases),
+        )
+        for name, train_on, cases, key in plan
+    ]
 
 
 def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -> RunResult:
-    """Validate the config, then run every stage (the stages land with the pipeline issue)."""
+    """Run every stage of the configured pipeline and write the report; returns where things are."""
     validate(config)
-    raise StageNotBuiltError("config is valid, but stage 'prepare data' is not built yet (pipeline issue #6)")
+    run_dir = open_run_dir(config, resume=resume, force=force)
+    stages = Stages(run_dir, resume)
+    up = prepare_upstream(config, stages)
+    methods = train_methods(up)
+    eval_key = fingerprint(
+        up.synct_key, config.segmentation.model_dump(mode="json"), config.baselines, config.runtime.precision
+    )
+    evaluation_dir = stages.run("evaluation", eval_key, lambda d: write_metrics(d, evaluate_methods(up, methods, d)))
+    rows = read_json(evaluation_dir / "metrics.json")
+    fidelity = _fidelity(up)
+
+    from da_seg.report import write_report
+
+    report = write_report(
+        run_dir,
+        config=config,
+        task=up.task,
+        rows=rows,
+        fidelity=fidelity,
+        timings=stages.timings,
+        examples=_examples(up.dataset, up.synct_test, methods),
+    )
+    write_json(run_dir / "timings.json", stages.timings)
+    return RunResult(run_dir, report, rows, stages.timings)
+
+
+def _fit_translator(config: Config, dataset: Dataset, folder: Path, device: torch.device) -> None:
+    translator = TRANSLATORS.build(config.translator)
+    source = [c.image for c in dataset.source_train + dataset.source_test]
+    target = [c.image for c in dataset.target]
+    translator.fit(
+        source, target, workdir=folder / "work", device=device, precision=config.runtime.precision, seed=config.seed
+    )
+    translator.save(folder / "model")
+
+
+def _synthesize(translator: Any, dataset: Dataset, folder: Path) -> None:
+    """SynCT for every labelled source subject: normalised arrays for training, NIfTI in target units to look at."""
+    for case in dataset.source_train + dataset.source_test:
+        synct = translator.translate(case.image).astype(np.float32)
+        np.save(folder / f"{case.id}.npy", synct)
+        write_volume(dataset.target_domain.restore(synct, case, mask=False), folder / f"{case.id}.nii.gz")
+
+
+def _load_synct(folder: Path, cases: list[PreparedCase]) -> list[PreparedCase]:
+    return [_replace_image(c, np.load(folder / f"{c.id}.npy")) for c in cases]
+
+
+def _replace_image(case: PreparedCase, image: np.ndarray) -> PreparedCase:
+    from dataclasses import replace
+
+    return replace(case, image=image)
+
+
+def _train(up: Upstream, name: str, key: str, seg: Any, cases: list[PreparedCase]) -> TrainedSegmenter:
+    def work(folder: Path) -> None:
+        model = train_segmenter(
+            seg.model,
+            [(c.image, c.mask) for c in cases],
+            seg,
+            workdir=folder / "work",
+            device=up.device,
+            precision=up.config.runtime.precision,
+            seed=up.config.seed,
+            classes=up.task.classes,
+        )
+        model.save(folder / "model")
+
+    folder = up.stages.run(name, key, work)
+    return TrainedSegmenter.load(folder / "model", device=up.device)
+
+
+def _segment(seg: Any, model: TrainedSegmenter, image: np.ndarray) -> np.ndarray:
+    return model.segment(image, threshold=seg.threshold, largest_component=seg.largest_component, tta_flip=seg.tta_flip)
+
+
+def evaluate_methods(up: Upstream, methods: list[Method], folder: Path) -> list[dict[str, Any]]:
+    """Per-case metrics: every method on the real target images (original grid, masks written as NIfTI), plus the
+    in-domain rows of the paper's Table 1 (SynCT-trained on SynCT test subjects, source-trained on source ones)."""
+    task, dataset, seg = up.task, up.dataset, up.config.segmentation
+    rows: list[dict[str, Any]] = []
+    for method in methods:
+        out = folder / "predictions" / method.name
+        for case in dataset.evaluation:
+            start = time.perf_counter()
+            pred = _segment(seg, method.model, case.image)
+            mask = dataset.target_domain.restore(pred, case, mask=True)
+            seconds = time.perf_counter() - start
+            write_volume(mask, out / f"{case.id}.nii.gz", mask=True)
+            reference = read_volume(dataset.evaluation_labels[case.id])
+            scores = evaluate_case(mask.array, reference.array, reference.spacing_zyx, labels=task.labels)
+            rows.append(
+                {
+                    "method": method.name,
+                    "train": method.train_on,
+                    "test": task.target_modality,
+                    "case": case.id,
+                    **scores,
+                    "seconds": seconds,
+                }
+            )
+    in_domain = {"synct": (up.synct_test, "SynCT"), "no_adaptation": (dataset.source_test, task.source_modality)}
+    for method in methods:
+        base = method.name.split("@")[0]
+        if base not in in_domain:
+            continue
+        cases, test_name = in_domain[base]
+        for case in cases:
+            pred = _segment(seg, method.model, case.image)
+            scores = evaluate_case(pred, case.mask, dataset.source_domain.spacing_zyx, labels=task.labels)
+            rows.append({"method": method.name, "train": method.train_on, "test": test_name, "case": case.id, **scores})
+    return rows
+
+
+def write_metrics(folder: Path, rows: list[dict[str, Any]]) -> None:
+    write_json(folder / "metrics.json", rows)
+    _write_csv(folder / "metrics.csv", rows)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _fidelity(up: Upstream) -> list[dict[str, Any]]:
+    """SynCT vs the true target image of the same subject (paired phantoms), in target units, inside the body."""
+    dataset = up.dataset
+    if not dataset.paired_target:
+        return []
+
+    def work(folder: Path) -> None:
+        rows = []
+        for case in dataset.source_train + dataset.source_test:
+            if case.id not in dataset.paired_target:
+                continue
+            truth = read_volume(dataset.paired_target[case.id])
+            synct = resample_to(read_volume(up.synct_dir / f"{case.id}.nii.gz"), truth)
+            body = truth.array > -400
+            row = {"case": case.id}
+            for name in ("mae_hu", "mean_error_hu", "psnr", "ssim"):
+                row[name] = float(METRICS.get(name)(synct.array, truth.array, mask=body))
+            rows.append(row)
+        write_json(folder / "fidelity.json", rows)
+
+    folder = up.stages.run("fidelity", up.synct_key, work)
+    return read_json(folder / "fidelity.json")
+
+
+def _examples(dataset: Dataset, synct_test: list[PreparedCase], methods: list[Method]) -> dict[str, Any]:
+    """Arrays for Fig. 2 style panels: a source slice, its SynCT, and a real target slice with contours."""
+    out: dict[str, Any] = {}
+    if synct_test:
+        case = dataset.source_test[0]
+        z = int(np.argmax(case.mask.reshape(case.mask.shape[0], -1).sum(1)))
+        out["source"] = (case.image[z], synct_test[0].image[z], case.mask[z])
+    if dataset.evaluation:
+        case = dataset.evaluation[0]
+        z = int(np.argmax(case.mask.reshape(case.mask.shape[0], -1).sum(1)))
+        preds = {m.name: m.model.segment(case.image[max(0, z - 3) : z + 4])[min(z, 3)] for m in methods}
+        out["target"] = (case.image[z], case.mask[z], preds)
+    return out

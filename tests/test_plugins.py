@@ -92,7 +92,7 @@ def test_entry_point_plugin_is_discovered(tmp_path: Path) -> None:
                   template / "daseg_example_plugin")
     listed = _daseg(["plugins"], tmp_path)
     assert listed.returncode == 0, listed.stderr
-    assert "example_plugin" in listed.stdout and "tiny_fcn" in listed.stdout and "gaussian_noise" in listed.stdout
+    assert "example_plugin" in listed.stdout and "tiny_fcn" in listed.stdout and "example_blur" in listed.stdout
     validated = _daseg(["validate", str(template / "example.toml")], tmp_path)
     assert validated.returncode == 0, validated.stderr
     assert "TinyFCN" in validated.stdout
@@ -121,7 +121,7 @@ def test_template_segmenter_and_augmentation_work() -> None:
         load_plugins([plugin])
         net = SEGMENTERS.create("tiny_fcn", in_channels=3, classes=1, width=4)
         assert net(torch.zeros(2, 3, 16, 16)).shape == (2, 1, 16, 16)
-        assert AUGMENTATIONS.create("gaussian_noise", std=0.1) is not None
+        assert AUGMENTATIONS.create("example_blur", max_sigma=0.5) is not None
     finally:
         unload_plugin("daseg_example_plugin.plugin")
         sys.path.remove(str(ROOT / "examples/plugin_template"))

@@ -23,9 +23,9 @@ class TinyFCN(nn.Module):
         return self.net(x)
 
 
-def gaussian_noise(std: float = 0.05, p: float = 0.5) -> nn.Module:
-    """Additive Gaussian noise on the image (masks are left alone by kornia's intensity ops)."""
-    return K.RandomGaussianNoise(mean=0.0, std=std, p=p)
+def example_blur(max_sigma: float = 1.0, p: float = 0.5) -> nn.Module:
+    """Random Gaussian blur of the image (masks are left alone by kornia's intensity ops)."""
+    return K.RandomGaussianBlur(kernel_size=(5, 5), sigma=(0.1, max_sigma), p=p)
 
 
 @hookimpl
@@ -35,4 +35,4 @@ def register_segmenters(register) -> None:
 
 @hookimpl
 def register_augmentations(register) -> None:
-    register("gaussian_noise", gaussian_noise)
+    register("example_blur", example_blur)

@@ -1,0 +1,220 @@
+"""The run report: ``report.md`` and a self-contained ``report.html`` with PNG figures beside them.
+
+Table 1 style summary (training data, test data, Dice mean ± sd, HD95), per-case table, Fig. 3 style boxplots,
+Fig. 2 style examples (source | SynCT | real target with ground-truth and predicted contours), translation fidelity
+and stage timings.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from da_seg.config import Config
+from da_seg.task import Task
+
+METHOD_LABELS = {
+    "synct": "adapted: trained on SynCT",
+    "no_adaptation": "no adaptation: trained on source images",
+    "oracle": "oracle: trained on labelled target images",
+}
+PALETTE = {"reference": "#2ca02c", "synct": "#d62728", "no_adaptation": "#1f77b4", "oracle": "#9467bd"}
+
+
+def mean_sd(values: list[float]) -> str:
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return "—"
+    return f"{arr.mean():.3f} ± {arr.std(ddof=1) if arr.size > 1 else 0.0:.3f}"
+
+
+def summary_rows(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("dice", "hd95", "assd")) -> list[list[str]]:
+    """One row per (method, test set): Table 1 of the paper, plus surface distances."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["method"], row["train"], row["test"])].append(row)
+    table = []
+    for (method, train, test), group in groups.items():
+        table.append(
+            [method, train, test, str(len(group))] + [mean_sd([r[m] for r in group if m in r]) for m in metrics]
+        )
+    return table
+
+
+def structure_rows(rows: list[dict[str, Any]], labels: tuple[str, ...]) -> list[list[str]]:
+    """Per-structure Dice (multi-class tasks): one row per (method, test set)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["method"], row["test"])].append(row)
+    return [
+        [m, t] + [mean_sd([r[f"dice_{lab}"] for r in g if f"dice_{lab}" in r]) for lab in labels]
+        for (m, t), g in groups.items()
+    ]
+
+
+def _png(fig: plt.Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def boxplot(rows: list[dict[str, Any]], target: str, path: Path) -> Path:
+    """Fig. 3 style: Dice per case on the real target images, one box per method."""
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["test"] == target))
+    data = [[r["dice"] for r in rows if r["method"] == m and r["test"] == target] for m in methods]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(methods), 3.6))
+    ax.boxplot(data, showmeans=True)
+    ax.set_xticks(range(1, len(methods) + 1), [m.replace("_", "\n") for m in methods])
+    for i, values in enumerate(data, start=1):
+        ax.scatter(
+            np.full(len(values), i) + np.linspace(-0.08, 0.08, len(values)),
+            values,
+            s=12,
+            alpha=0.6,
+            color=PALETTE.get(methods[i - 1], "k"),
+            zorder=3,
+        )
+    ax.set_ylabel(f"Dice on real {target}")
+    ax.set_ylim(0, 1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"Segmentation of real {target}, per case")
+    return _png(fig, path)
+
+
+def _contour(ax: plt.Axes, mask: np.ndarray, color: str, label: str | None = None) -> None:
+    if mask is not None and mask.any():
+        ax.contour(mask > 0, levels=[0.5], colors=[color], linewidths=1.2)
+        if label:
+            ax.plot([], [], color=color, label=label)
+
+
+def examples_figure(examples: dict[str, Any], task: Task, path: Path) -> Path | None:
+    """Fig. 2 style: source | SynCT with the source mask, and a real target slice with reference and predictions."""
+    if not examples:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4))
+    for ax in axes:
+        ax.axis("off")
+    if "source" in examples:
+        image, synct, mask = examples["source"]
+        axes[0].imshow(image, cmap="gray", vmin=-1, vmax=1)
+        _contour(axes[0], mask, PALETTE["reference"])
+        axes[0].set_title(f"{task.source_modality} with its mask")
+        axes[1].imshow(synct, cmap="gray", vmin=-1, vmax=1)
+        _contour(axes[1], mask, PALETTE["reference"])
+        axes[1].set_title(f"Syn{task.target_modality} (inherits the mask)")
+    if "target" in examples:
+        image, mask, preds = examples["target"]
+        axes[2].imshow(image, cmap="gray", vmin=-1, vmax=1)
+        _contour(axes[2], mask, PALETTE["reference"], "reference")
+        for name, pred in preds.items():
+            _contour(axes[2], pred, PALETTE.get(name, "y"), name)
+        axes[2].set_title(f"real {task.target_modality}: reference and predictions")
+        axes[2].legend(loc="lower right", fontsize=7, framealpha=0.6)
+    return _png(fig, path)
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def write_report(
+    run_dir: Path,
+    *,
+    config: Config,
+    task: Task,
+    rows: list[dict[str, Any]],
+    fidelity: list[dict[str, Any]],
+    timings: dict[str, float],
+    examples: dict[str, Any],
+    extra_sections: list[tuple[str, str, str]] = (),
+) -> Path:
+    """Write report.md, report.html and the figures; returns the HTML path.
+
+    ``extra_sections`` are ``(title, markdown, html)`` triples other layers add (statistics, selection).
+    """
+    figures = [boxplot(rows, task.target_modality, run_dir / "fig_dice_boxplot.png")]
+    example_png = examples_figure(examples, task, run_dir / "fig_examples.png")
+    if example_png:
+        figures.append(example_png)
+
+    sections: list[tuple[str, str, str]] = []
+    header = ["method", "training data", "test data", "cases", "Dice", "HD95 (mm)", "ASSD (mm)"]
+    summary = summary_rows(rows)
+    sections.append(("Segmentation (Table 1)", _md_table(header, summary), _html_table(header, summary)))
+    if len(task.labels) > 1:
+        sh = ["method", "test data", *[f"Dice {lab}" for lab in task.labels]]
+        srows = structure_rows(rows, task.labels)
+        sections.append(("Per structure", _md_table(sh, srows), _html_table(sh, srows)))
+    sections.append(
+        (
+            "Methods",
+            "\n".join(f"- `{k}`: {v}" for k, v in METHOD_LABELS.items()),
+            "<ul>" + "".join(f"<li><code>{k}</code>: {v}</li>" for k, v in METHOD_LABELS.items()) + "</ul>",
+        )
+    )
+    if fidelity:
+        keys = [k for k in fidelity[0] if k != "case"]
+        frow = [["mean ± sd", *[mean_sd([r[k] for r in fidelity]) for k in keys]]]
+        fh = ["", *keys]
+        note = (
+            f"Syn{task.target_modality} against the true {task.target_modality} of the same phantom subject, "
+            "in target units inside the body."
+        )
+        sections.append(
+            ("Translation fidelity", note + "\n\n" + _md_table(fh, frow), f"<p>{note}</p>" + _html_table(fh, frow))
+        )
+    sections.extend(extra_sections)
+    case_keys = list(dict.fromkeys(k for r in rows for k in r))
+    case_rows = [[_fmt(r.get(k, "")) for k in case_keys] for r in rows]
+    sections.append(("Per case", _md_table(case_keys, case_rows), _html_table(case_keys, case_rows)))
+    trow = [[k, f"{v:.1f}"] for k, v in timings.items()]
+    sections.append(
+        ("Time per stage (s)", _md_table(["stage", "seconds"], trow), _html_table(["stage", "seconds"], trow))
+    )
+
+    title = f"da_seg report: {config.run_name} ({task.name}, {task.source_modality} → {task.target_modality})"
+    md = [f"# {title}", ""]
+    for png in figures:
+        md.append(f"![{png.stem}]({png.name})")
+    for name, text, _ in sections:
+        md += ["", f"## {name}", "", text]
+    (run_dir / "report.md").write_text("\n".join(md) + "\n")
+
+    imgs = "".join(
+        f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in figures
+    )
+    body = "".join(f"<h2>{html.escape(name)}</h2>{content}" for name, _, content in sections)
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "th{background:#f3f3f3}img{max-width:100%;margin:0.5em 0}"
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{imgs}{body}</body></html>"
+    )
+    out = run_dir / "report.html"
+    out.write_text(page)
+    return out
