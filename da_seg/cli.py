@@ -125,6 +125,48 @@ def run_cmd(
     console.print(f"[green]done[/green]: report at {result.report}")
 
 
+@command("bench")
+def bench_cmd(
+    config: Path = ConfigArg,
+    segmenter: list[str] = typer.Option(..., "--segmenter", help="resunet25d or smp:ARCH/ENCODER (repeatable)."),
+    set_: list[str] = SetOpt,
+    resume: bool = typer.Option(False, "--resume", help="Reuse finished stages of an earlier bench."),
+    force: bool = typer.Option(False, "--force", help="Start the bench directory afresh."),
+) -> None:
+    """Several segmenters on the same SynCT training data and the same real target test set."""
+    from da_seg.config import load_config
+    from da_seg.study import run_bench
+
+    result = run_bench(load_config(config, parse_overrides(set_)), segmenter, resume=resume, force=force)
+    table = Table(title="segmenter benchmark (real target images)")
+    keys = [k for k in result.table[0] if k != "method"]
+    for key in keys:
+        table.add_column(key)
+    for row in result.table:
+        table.add_row(*["" if row[k] is None else str(row[k]) for k in keys])
+    console.print(table)
+    console.print(f"tables in {result.run_dir / 'bench'}")
+
+
+@command("study")
+def study_cmd(
+    study: Path = typer.Argument(..., help="Study TOML: base config, [grid] of variations."),
+    resume: bool = typer.Option(False, "--resume", help="Reuse finished stages of an earlier study."),
+    force: bool = typer.Option(False, "--force", help="Start the study directory afresh."),
+) -> None:
+    """Run a grid of variations, sharing identical stages, ending in one Table 1 style table."""
+    from da_seg.study import run_study
+
+    result = run_study(study, resume=resume, force=force)
+    table = Table(title="study")
+    for key in result.table[0]:
+        table.add_column(key)
+    for row in result.table:
+        table.add_row(*["" if v is None else str(v) for v in row.values()])
+    console.print(table)
+    console.print(f"report at {result.report}")
+
+
 @command("plugins")
 def plugins_cmd() -> None:
     """List every plugin and the components it registers, by kind, with where each comes from."""
