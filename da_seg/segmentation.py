@@ -1,0 +1,432 @@
+"""Training a 2.5D segmenter and applying it to whole volumes (the paper's step 2, section 2.3).
+
+`train_segmenter` builds any registered segmenter with ``2 * context + 1`` input channels and trains it with Adam and
+a registered loss (BCE in the paper) on slices gathered from a `SliceBank`, augmented on the device. Cases (not
+slices) are split into training and validation, and the checkpoint with the best validation 3D Dice is kept.
+Checkpoints follow the translator's rules: ``workdir/last`` (weights, optimizer state, meta) is rewritten atomically
+every epoch and a rerun with the same workdir resumes from it; ``workdir/model`` is the best model, a
+self-contained directory that `TrainedSegmenter.load` and `predict_file` read.
+
+``classes = 1`` is the binary case (one sigmoid channel). With ``classes = K > 1`` the network has one sigmoid
+channel per structure (label ``k`` is channel ``k - 1``, one-vs-rest, so the same BCE/Dice losses apply) and a voxel
+takes the most probable structure when its probability reaches the threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import Tensor, nn
+
+from da_seg.config import SegmentationConfig
+from da_seg.errors import DataError
+from da_seg.metrics.segmentation import dice
+from da_seg.registry import LOSSES, SEGMENTERS
+from da_seg.slices import SliceBank, neighbour_index
+from da_seg.training import (
+    ScalarLog,
+    autocast,
+    load_checkpoint,
+    load_state,
+    progress_bar,
+    read_json,
+    resolve_device,
+    save_checkpoint,
+    seed_everything,
+)
+
+COMPONENT = "segmenter"
+Case = tuple[np.ndarray, np.ndarray]
+"""An ``(image, mask)`` pair: image ``(z, H, W)`` float32 in [-1, 1], mask ``(z, H, W)`` uint8 labels."""
+
+
+# -- inference --------------------------------------------------------------------------------------------------
+@dataclass
+class TrainedSegmenter:
+    """A segmenter with what is needed to apply it: its spec, context, classes and (optionally) its data domain.
+
+    Attributes:
+        model: the network, ``(B, 2c+1, H, W) -> (B, classes, H, W)`` logits.
+        spec: the component table it was built from (``{"name": "resunet25d", ...}``).
+        context: neighbour slices each side.
+        classes: output channels (1: binary).
+        device: where it runs.
+        precision: autocast precision for inference.
+        batch_size: slices per forward pass in `predict`.
+        domain: the data domain (spacing, size, intensity) images must be prepared in; `predict_file` needs it.
+        defaults: inference defaults (``threshold``, ``largest_component``, ``tta_flip``).
+        info: training facts kept in meta.json (epochs, best validation Dice, ...).
+    """
+
+    model: nn.Module
+    spec: dict[str, Any]
+    context: int
+    classes: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
+    batch_size: int = 16
+    domain: dict[str, Any] | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray, tta_flip: bool = False) -> np.ndarray:
+        """Foreground probabilities of every slice (2.5D stacks, in batches, sigmoid).
+
+        ``tta_flip`` averages with the prediction on the left-right (W) mirrored volume.
+
+        Shape:
+            ``(z, H, W)`` -> ``(z, H, W)`` float32 when ``classes == 1``, else ``(classes, z, H, W)``.
+        """
+        if image.ndim != 3:
+            raise DataError(f"predict needs a (z, H, W) volume, got shape {image.shape}")
+        self.model.eval()
+        volume = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32), device=self.device)
+        neighbours = torch.as_tensor(neighbour_index(volume.shape[0], self.context), device=self.device)
+        out = torch.empty((self.classes, *volume.shape), dtype=torch.float32, device=self.device)
+        for start in range(0, volume.shape[0], self.batch_size):
+            x = volume[neighbours[start : start + self.batch_size]]
+            with autocast(self.device, self.precision):
+                prob = torch.sigmoid(self.model(x).float())
+                if tta_flip:
+                    prob = 0.5 * (prob + torch.sigmoid(self.model(x.flip(-1)).float()).flip(-1))
+            out[:, start : start + x.shape[0]] = prob.transpose(0, 1)
+        result = out.cpu().numpy()
+        return result[0] if self.classes == 1 else result
+
+    def segment(
+        self,
+        image: np.ndarray,
+        threshold: float | None = None,
+        largest_component: bool | None = None,
+        tta_flip: bool | None = None,
+    ) -> np.ndarray:
+        """A label map: probability >= ``threshold``, optionally only the largest 3D component of each label.
+
+        Unset arguments take the model's saved defaults (0.5, largest component on, no TTA unless trained so).
+
+        Shape:
+            ``(z, H, W)`` float image -> ``(z, H, W)`` uint8 labels (0 background, 1..classes).
+        """
+        threshold = self.defaults.get("threshold", 0.5) if threshold is None else threshold
+        lcc = self.defaults.get("largest_component", True) if largest_component is None else largest_component
+        tta = self.defaults.get("tta_flip", False) if tta_flip is None else tta_flip
+        return probabilities_to_labels(self.predict(image, tta_flip=tta), threshold, lcc)
+
+    def save(self, directory: str | Path) -> Path:
+        """Weights and meta.json (spec, context, classes, domain, defaults) in ``directory``."""
+        save_checkpoint(directory, {"model": self.model}, meta=self._meta())
+        return Path(directory)
+
+    def _meta(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "component": COMPONENT,
+            "model": self.spec,
+            "context": self.context,
+            "classes": self.classes,
+            "batch_size": self.batch_size,
+            "domain": self.domain,
+            "defaults": self.defaults,
+            **self.info,
+            **extra,
+        }
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, device: str | torch.device = "auto", precision: str = "fp32"
+    ) -> TrainedSegmenter:
+        """Rebuild the network from meta.json and load its weights (refuses other components' checkpoints)."""
+        directory = Path(directory)
+        meta = read_json(directory / "meta.json")
+        if meta.get("component") != COMPONENT:
+            raise DataError(f"{directory}: not a segmenter model (component '{meta.get('component')}')")
+        device = resolve_device(device) if isinstance(device, str) else device
+        model = build_segmenter(meta["model"], meta["context"], meta["classes"])
+        load_checkpoint(directory, {"model": model}, component=COMPONENT, map_location=device)
+        known = {"component", "model", "context", "classes", "batch_size", "domain", "defaults"}
+        return cls(
+            model=model.to(device).eval(),
+            spec=meta["model"],
+            context=meta["context"],
+            classes=meta["classes"],
+            device=device,
+            precision=precision,
+            batch_size=meta.get("batch_size", 16),
+            domain=meta.get("domain"),
+            defaults=meta.get("defaults") or {},
+            info={k: v for k, v in meta.items() if k not in known},
+        )
+
+
+def largest_components(labels: np.ndarray) -> np.ndarray:
+    """Keep only the largest 26-connected 3D component of each label (removes isolated false positives)."""
+    out = np.zeros_like(labels)
+    structure = ndimage.generate_binary_structure(labels.ndim, labels.ndim)
+    for value in np.unique(labels):
+        if value == 0:
+            continue
+        components, n = ndimage.label(labels == value, structure=structure)
+        if n == 0:
+            continue
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        out[components == sizes.argmax()] = value
+    return out
+
+
+def probabilities_to_labels(
+    probabilities: np.ndarray, threshold: float = 0.5, largest_component: bool = True
+) -> np.ndarray:
+    """``(z, H, W)`` foreground or ``(K, z, H, W)`` per-structure probabilities -> ``(z, H, W)`` uint8 labels."""
+    if probabilities.ndim == 3:
+        labels = (probabilities >= threshold).astype(np.uint8)
+    else:
+        best = probabilities.argmax(0)
+        labels = np.where(probabilities.max(0) >= threshold, best + 1, 0).astype(np.uint8)
+    return largest_components(labels) if largest_component else labels
+
+
+# -- training ---------------------------------------------------------------------------------------------------
+def build_segmenter(spec: Mapping[str, Any] | str, context: int, classes: int = 1) -> nn.Module:
+    """The registered segmenter ``spec`` with ``2 * context + 1`` input channels."""
+    return SEGMENTERS.build(spec, in_channels=2 * context + 1, classes=classes)
+
+
+def split_cases(n: int, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Case indices for training and validation (at least one of each when ``n >= 2``; none held out for one)."""
+    if n < 2:
+        return list(range(n)), []
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    n_val = min(n - 1, max(1, round(val_fraction * n)))
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def targets(masks: Tensor, classes: int) -> Tensor:
+    """Label maps ``(B, 1, H, W)`` -> float targets ``(B, classes, H, W)`` (foreground, or one channel per label)."""
+    if classes == 1:
+        return (masks > 0).float()
+    return torch.cat([(masks == k) for k in range(1, classes + 1)], dim=1).float()
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """Endless batches of slice indices: one random permutation after another, every batch full."""
+    pending = torch.empty(0, dtype=torch.long)
+    while True:
+        while len(pending) < batch_size:
+            pending = torch.cat([pending, torch.randperm(n, generator=generator)])
+        yield pending[:batch_size]
+        pending = pending[batch_size:]
+
+
+def validation_dice(segmenter: TrainedSegmenter, cases: Sequence[Case]) -> float:
+    """Mean 3D Dice over cases (and structures) at threshold 0.5, without post-processing."""
+    scores = []
+    for image, mask in cases:
+        labels = probabilities_to_labels(segmenter.predict(image), 0.5, largest_component=False)
+        for k in range(1, segmenter.classes + 1):
+            scores.append(dice(labels == k, mask == k))
+    return float(np.mean(scores))
+
+
+def _check_cases(cases: Sequence[Case], what: str) -> None:
+    for i, (image, mask) in enumerate(cases):
+        if image.ndim != 3 or image.shape != mask.shape:
+            raise DataError(f"{what} case {i}: image {image.shape} and mask {mask.shape} must be equal (z, H, W)")
+
+
+def train_segmenter(
+    model_spec: Mapping[str, Any] | str,
+    cases: Sequence[Case],
+    settings: SegmentationConfig | None = None,
+    *,
+    workdir: str | Path,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    seed: int = 0,
+    classes: int = 1,
+    val_cases: Sequence[Case] | None = None,
+    iterations_per_epoch: int | None = None,
+    domain: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> TrainedSegmenter:
+    """Train a segmenter on ``(image, mask)`` cases; returns the best model (also saved in ``workdir/model``).
+
+    Args:
+        model_spec: segmenter component table, e.g. ``{"name": "resunet25d", "base": 16}``.
+        cases: training cases, images ``(z, H, W)`` in [-1, 1] and masks ``(z, H, W)`` uint8, one in-plane size.
+        settings: context, epochs, batch size, lr, loss, augmentations, validation fraction, inference defaults.
+        workdir: checkpoints (``last/``, ``model/``) and ``log.jsonl``; an existing ``last/`` is resumed.
+        device: ``auto``, ``cpu``, ``cuda``...
+        precision: ``fp32``, ``bf16`` or ``fp16`` (GPU) autocast.
+        seed: seeds the case split, initialisation, batch order and augmentations.
+        classes: network outputs (1: binary foreground; K: one channel per label 1..K).
+        val_cases: explicit validation cases; default: ``settings.val_fraction`` of ``cases``, split by case.
+        iterations_per_epoch: batches per epoch; default: one pass over the training slices.
+        domain: the data domain (spacing, size, intensity) saved with the model for `predict_file`.
+        progress: show the rich progress bar.
+    """
+    settings = settings or SegmentationConfig()
+    spec = {"name": model_spec} if isinstance(model_spec, str) else dict(model_spec)
+    device = resolve_device(device) if isinstance(device, str) else device
+    workdir = Path(workdir)
+    _check_cases(cases, "training")
+    if val_cases is None:
+        train_idx, val_idx = split_cases(len(cases), settings.val_fraction, seed)
+        train, val = [cases[i] for i in train_idx], [cases[i] for i in val_idx]
+    else:
+        train, val = list(cases), list(val_cases)
+        _check_cases(val, "validation")
+    if not train:
+        raise DataError("train_segmenter needs at least one training case")
+
+    generator = seed_everything(seed)
+    context = settings.context
+    model = build_segmenter(spec, context, classes).to(device)
+    loss_fn = LOSSES.build(settings.loss)
+    from da_seg.augment import build_augmentation
+
+    augment = build_augmentation(settings.augment)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    bank = SliceBank([im for im, _ in train], [m for _, m in train], context=context, device=device)
+    iters = iterations_per_epoch or max(1, math.ceil(len(bank) / settings.batch_size))
+    segmenter = TrainedSegmenter(
+        model=model,
+        spec=spec,
+        context=context,
+        classes=classes,
+        device=device,
+        precision=precision,
+        batch_size=settings.batch_size,
+        domain=dict(domain) if domain else None,
+        defaults={
+            "threshold": settings.threshold,
+            "largest_component": settings.largest_component,
+            "tta_flip": settings.tta_flip,
+        },
+    )
+    identity = {"model": spec, "context": context, "classes": classes}
+    log = ScalarLog(workdir / "log.jsonl")
+    start, best = 0, -1.0
+    state = load_state(workdir / "last")
+    if state is not None:
+        meta = load_checkpoint(workdir / "last", {"model": model}, component=COMPONENT, map_location=device)
+        if {k: meta.get(k) for k in identity} != identity:
+            raise DataError(
+                f"{workdir}: holds a checkpoint of another segmenter ({meta.get('model')}, context "
+                f"{meta.get('context')}); use another workdir or delete it"
+            )
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start, best = int(state["epoch"]), float(state["best"])
+
+    batches = _batches(len(bank), settings.batch_size, generator)
+    bar = progress_bar(transient=True)
+    bar.disable = not progress
+    with bar:
+        task = bar.add_task("segmenter", total=settings.epochs * iters, completed=start * iters, status="")
+        for epoch in range(start, settings.epochs):
+            model.train()
+            tic, total = time.perf_counter(), 0.0
+            for _ in range(iters):
+                images, masks = bank.batch(next(batches))
+                images, masks = augment(images, masks)
+                with autocast(device, precision):
+                    loss = loss_fn(model(images), targets(masks, classes))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                value = float(loss.detach())
+                total += value
+                bar.update(task, advance=1, status=f"epoch {epoch + 1} loss {value:.4f}")
+            scores: dict[str, float] = {"epoch": epoch + 1, "loss": total / iters}
+            if val:
+                scores["val_dice"] = validation_dice(segmenter, val)
+            scores["seconds"] = time.perf_counter() - tic
+            log.write(**scores)
+            improved = not val or scores["val_dice"] > best
+            if improved:
+                best = scores.get("val_dice", -1.0)
+                segmenter.info = {"epoch": epoch + 1, "best_val_dice": scores.get("val_dice")}
+                segmenter.save(workdir / "model")
+            save_checkpoint(
+                workdir / "last",
+                {"model": model},
+                meta={"component": COMPONENT, **identity, "epoch": epoch + 1},
+                state={
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "best": best,
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
+    result = TrainedSegmenter.load(workdir / "model", device=device, precision=precision)
+    result.info["history"] = log.read()
+    return result
+
+
+# -- cross-validation -------------------------------------------------------------------------------------------
+@dataclass
+class FoldResult:
+    """One fold of `cross_validate`: which cases it held out and the validation Dice of its kept checkpoint."""
+
+    fold: int
+    train_cases: list[int]
+    val_cases: list[int]
+    val_dice: float
+    model_dir: Path
+
+
+def fold_indices(n: int, folds: int, seed: int = 0) -> list[list[int]]:
+    """``folds`` disjoint groups of case indices covering ``range(n)``, sizes differing by at most one."""
+    if not 2 <= folds <= n:
+        raise DataError(f"cross-validation needs 2 <= folds <= number of cases, got folds={folds} for {n} cases")
+    order = np.random.default_rng(seed).permutation(n)
+    return [sorted(part.tolist()) for part in np.array_split(order, folds)]
+
+
+def cross_validate(
+    model_spec: Mapping[str, Any] | str,
+    cases: Sequence[Case],
+    settings: SegmentationConfig | None = None,
+    *,
+    folds: int,
+    workdir: str | Path,
+    **train_kwargs: Any,
+) -> list[FoldResult]:
+    """k-fold cross-validation by case (the paper uses 6 folds); fold ``i`` trains in ``workdir/fold<i>``.
+
+    Each fold validates on its held-out cases, which also choose its best checkpoint (as in `train_segmenter`).
+    ``train_kwargs`` go to `train_segmenter` (device, precision, seed, classes, ...). A summary is written to
+    ``workdir/folds.json``.
+    """
+    from da_seg.training import write_json
+
+    workdir = Path(workdir)
+    seed = train_kwargs.get("seed", 0)
+    results = []
+    groups = fold_indices(len(cases), folds, seed)
+    for i, held_out in enumerate(groups):
+        train_idx = [j for j in range(len(cases)) if j not in held_out]
+        trained = train_segmenter(
+            model_spec,
+            [cases[j] for j in train_idx],
+            settings,
+            workdir=workdir / f"fold{i}",
+            val_cases=[cases[j] for j in held_out],
+            **train_kwargs,
+        )
+        results.append(
+            FoldResult(i, train_idx, held_out, float(trained.info["best_val_dice"]), workdir / f"fold{i}" / "model")
+        )
+    write_json(workdir / "folds.json", [r.__dict__ for r in results])
+    return results
