@@ -1,1 +1,145 @@
-"""Intensity presets (CT window, MR percentile normalisation), registered in `INTENSITIES`."""
+"""Intensity presets (CT window, MR percentile normalisation), registered in `INTENSITIES`.
+
+A preset maps a volume's values to [-1, 1] (``forward``) and back to the modality's units (``inverse``); the
+networks only ever see [-1, 1]. ``padding_value`` is what "air / background" becomes (-1), used when the common grid
+pads an image. Per-volume statistics (MR percentiles) come from ``fit`` and are passed back to ``forward`` and
+``inverse`` so a restored image is in that volume's own units.
+
+Example:
+    >>> from da_seg.intensity import CTWindow
+    >>> w = CTWindow(-500, 500)
+    >>> w.forward(np.array([-500.0, 0.0, 500.0])).tolist(), w.inverse(np.array([0.5])).tolist()
+    ([-1.0, 0.0, 1.0], [250.0])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from da_seg.errors import ConfigError
+from da_seg.hookspecs import hookimpl
+
+# The full 12-bit CT range: "window off" still maps to [-1, 1] without clipping real tissue.
+CT_FULL_RANGE = (-1024.0, 3071.0)
+
+
+def _to_unit(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    clipped = np.clip(np.asarray(array, dtype=np.float32), low, high)
+    return ((clipped - low) * (2.0 / (high - low)) - 1.0).astype(np.float32)
+
+
+def _from_unit(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    unit = np.clip(np.asarray(array, dtype=np.float32), -1.0, 1.0)
+    return ((unit + 1.0) * ((high - low) / 2.0) + low).astype(np.float32)
+
+
+class CTWindow:
+    """Clip Hounsfield units to ``[low, high]`` and map linearly to [-1, 1]; exact inverse inside the window.
+
+    Args:
+        low: lower window edge in HU (default -500, as in the paper); None with ``high=None`` turns the window off
+            (full range -1024..3071 HU).
+        high: upper window edge in HU (default 500).
+    """
+
+    padding_value = -1.0
+
+    def __init__(self, low: float | None = -500.0, high: float | None = 500.0) -> None:
+        if (low is None) != (high is None):
+            raise ConfigError("ct_window: give both low and high, or neither (window off)")
+        low, high = CT_FULL_RANGE if low is None else (float(low), float(high))  # type: ignore[arg-type]
+        if high <= low:
+            raise ConfigError(f"ct_window: high ({high}) must be above low ({low})")
+        self.low, self.high = low, high
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the output depends on (for cache keys)."""
+        return {"name": "ct_window", "low": self.low, "high": self.high}
+
+    def fit(self, array: np.ndarray) -> dict[str, float]:
+        """No per-volume statistics: a window is fixed in HU."""
+        return {}
+
+    def forward(self, array: np.ndarray, stats: dict[str, float] | None = None) -> np.ndarray:
+        """HU -> [-1, 1] (values outside the window are clipped)."""
+        return _to_unit(array, self.low, self.high)
+
+    def inverse(self, array: np.ndarray, stats: dict[str, float] | None = None) -> np.ndarray:
+        """[-1, 1] -> HU, exact for values that were inside the window."""
+        return _from_unit(array, self.low, self.high)
+
+    def __repr__(self) -> str:
+        return f"CTWindow(low={self.low}, high={self.high})"
+
+
+class MRPercentile:
+    """Robust MR normalisation: the volume's ``lower``..``upper`` percentiles map to [-1, 1] (values clipped).
+
+    MR has no absolute units, so the statistics are per volume (`fit`); ``inverse`` with the same stats returns the
+    original scale inside the percentile range. Without explicit stats the last fitted ones are used.
+
+    Args:
+        lower: lower percentile (default 0.5).
+        upper: upper percentile (default 99.5).
+    """
+
+    padding_value = -1.0
+
+    def __init__(self, lower: float = 0.5, upper: float = 99.5) -> None:
+        if not 0.0 <= lower < upper <= 100.0:
+            raise ConfigError(f"mr_percentile: need 0 <= lower < upper <= 100, got {lower}, {upper}")
+        self.lower, self.upper = float(lower), float(upper)
+        self.last_stats: dict[str, float] | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"name": "mr_percentile", "lower": self.lower, "upper": self.upper}
+
+    def fit(self, array: np.ndarray) -> dict[str, float]:
+        """The volume's percentile values ``{"low": ..., "high": ...}``."""
+        low, high = np.percentile(np.asarray(array, dtype=np.float32), [self.lower, self.upper])
+        if high <= low:  # constant image: avoid dividing by zero, everything maps to -1
+            high = low + 1.0
+        return {"low": float(low), "high": float(high)}
+
+    def _stats(self, stats: dict[str, float] | None) -> dict[str, float]:
+        stats = stats or self.last_stats
+        if stats is None:
+            raise ValueError("mr_percentile.inverse needs the stats of a fitted volume (call forward or fit first)")
+        return stats
+
+    def forward(self, array: np.ndarray, stats: dict[str, float] | None = None) -> np.ndarray:
+        """Values -> [-1, 1] by this volume's percentiles (or the given ``stats``)."""
+        self.last_stats = stats or self.fit(array)
+        return _to_unit(array, self.last_stats["low"], self.last_stats["high"])
+
+    def inverse(self, array: np.ndarray, stats: dict[str, float] | None = None) -> np.ndarray:
+        """[-1, 1] -> the volume's original scale."""
+        s = self._stats(stats)
+        return _from_unit(array, s["low"], s["high"])
+
+    def __repr__(self) -> str:
+        return f"MRPercentile(lower={self.lower}, upper={self.upper})"
+
+
+def ct_window(low: float | None = -500.0, high: float | None = 500.0, off: bool = False) -> CTWindow:
+    """CT window preset (registered as ``ct_window``).
+
+    ``off=True`` (config ``{name = "ct_window", off = true}``; TOML has no null) or ``low=high=None`` turns the window
+    off: the full -1024..3071 HU range maps to [-1, 1].
+    """
+    return CTWindow(None, None) if off else CTWindow(low, high)
+
+
+def mr_percentile(lower: float = 0.5, upper: float = 99.5) -> MRPercentile:
+    """MR percentile preset (registered as ``mr_percentile``)."""
+    return MRPercentile(lower, upper)
+
+
+@hookimpl
+def register_intensities(register: Any) -> None:
+    register("ct_window", ct_window)
+    register("mr_percentile", mr_percentile)

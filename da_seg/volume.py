@@ -7,6 +7,7 @@ is bit-for-bit the geometry it was read with.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,194 @@ class Volume:
 def _check_path(path: Path) -> None:
     if not path.exists():
         raise DataError(f"file not found: {path}")
+
+
+# -- reading and writing ------------------------------------------------------------------------------------------
+FILE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+
+def volume_suffix(path: Path) -> str:
+    """The format suffix of ``path`` (``.nii.gz`` counts as one), or ``""`` for a folder / unknown name."""
+    name = path.name.lower()
+    return next((s for s in FILE_SUFFIXES if name.endswith(s)), "")
+
+
+def volume_id(path: Path) -> str:
+    """The case name of a volume file or DICOM folder: the file name without its format suffix."""
+    suffix = volume_suffix(path)
+    return path.name[: len(path.name) - len(suffix)] if suffix else path.name
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise DataError(f"{folder}: folder holds no DICOM series (give a volume file or a DICOM series folder)")
+    # several series in one folder: take the one with the most files (the main acquisition)
+    files = max((reader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len)
+    if len(files) < 2:
+        raise DataError(f"{folder}: the DICOM series has {len(files)} file; a 3D volume needs at least 2 slices")
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a 3D image or mask: NIfTI, MHA/MHD, NRRD, or a folder holding one DICOM series.
+
+    Raises:
+        DataError: naming the file when it is missing, unreadable, not 3D (2D or 4D), multi-component, or holds
+            NaN/inf voxels.
+    """
+    path = Path(path)
+    _check_path(path)
+    try:
+        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown reason"
+        raise DataError(f"{path}: cannot read the image ({reason[:200]})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(f"{path}: {image.GetNumberOfComponentsPerPixel()} components per voxel; need a scalar image")
+    dim = image.GetDimension()
+    if dim == 4 and image.GetSize()[3] == 1:  # a 3D volume stored with a singleton 4th axis
+        image = image[:, :, :, 0]
+        dim = 3
+    if dim != 3:
+        raise DataError(f"{path}: expected a 3D volume, got a {dim}D image of size {image.GetSize()}")
+    volume = Volume.from_sitk(image, path=str(path))
+    if volume.array.dtype.kind == "f" and not np.isfinite(volume.array).all():
+        bad = int((~np.isfinite(volume.array)).sum())
+        raise DataError(f"{path}: {bad} voxels are NaN or infinite")
+    return volume
+
+
+def write_volume(volume: Volume, path: str | Path, *, mask: bool = False) -> Path:
+    """Write ``volume`` with its geometry; ``mask=True`` stores uint8 labels.
+
+    The file appears atomically (written to a temporary name with the same extension in the same folder, then
+    renamed), so an interrupted run never leaves a half-written volume. ``.mhd`` (two files) is written in place.
+    """
+    path = Path(path)
+    suffix = volume_suffix(path)
+    if not suffix:
+        raise DataError(f"{path}: unknown volume format; use one of {', '.join(FILE_SUFFIXES)}")
+    array = volume.array
+    if mask:
+        if np.issubdtype(array.dtype, np.floating):
+            array = np.rint(array)
+        array = array.astype(np.uint8)
+    elif array.dtype == np.float64:
+        array = array.astype(np.float32)
+    image = Volume(np.ascontiguousarray(array), volume.spacing, volume.origin, volume.direction).to_sitk()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".mhd":
+        sitk.WriteImage(image, str(path), useCompression=True)
+        return path
+    tmp = path.with_name(f".{volume_id(path)}.{os.getpid()}.tmp{suffix}")
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=suffix != ".nii", compressionLevel=1)
+        os.replace(tmp, path)
+    except RuntimeError as err:
+        raise DataError(f"{path}: cannot write the image ({str(err).strip().splitlines()[-1][:200]})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+# -- geometry -----------------------------------------------------------------------------------------------------
+CANONICAL = "LPS"
+
+
+def _grid(volume: Volume, pixel: int = sitk.sitkUInt8) -> sitk.Image:
+    """An image with ``volume``'s grid (size, spacing, origin, direction) that never copies its array."""
+    z, y, x = volume.shape
+    image = sitk.Image([int(x), int(y), int(z)], pixel)
+    image.SetSpacing(volume.spacing)
+    image.SetOrigin(volume.origin)
+    image.SetDirection(volume.direction)
+    return image
+
+
+def geometry_only(volume: Volume) -> Volume:
+    """``volume``'s grid with a zero-cost placeholder array (for restoring predictions onto it later)."""
+    placeholder = np.broadcast_to(np.zeros((), np.uint8), volume.shape)
+    return Volume(placeholder, volume.spacing, volume.origin, volume.direction, dict(volume.meta))
+
+
+def to_canonical(volume: Volume) -> Volume:
+    """Permute and flip axes so the array is in the one canonical orientation (LPS, SimpleITK's DICOM default).
+
+    Only axis order and sign change (no interpolation); an oblique acquisition stays oblique by its residual
+    rotation, which later resampling respects.
+    """
+    image = sitk.DICOMOrient(volume.to_sitk(), CANONICAL)
+    return Volume.from_sitk(image, **volume.meta)
+
+
+def _resample(volume: Volume, reference: sitk.Image, mask: bool) -> Volume:
+    image = volume.to_sitk()
+    if mask:
+        out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID())
+    else:
+        if volume.array.dtype != np.float32:
+            image = sitk.Cast(image, sitk.sitkFloat32)
+        background = float(volume.array.min()) if volume.array.size else 0.0
+        out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, background, sitk.sitkFloat32)
+    return Volume.from_sitk(out, **volume.meta)
+
+
+def resample(volume: Volume, spacing_zyx: tuple[float, float, float], *, mask: bool = False) -> Volume:
+    """Resample to ``spacing_zyx`` (mm) keeping the physical extent (the outer voxel edges) and direction.
+
+    Images use linear interpolation (float32 out); masks nearest neighbour (dtype kept).
+    """
+    new = np.asarray(spacing_zyx[::-1], dtype=float)  # (x, y, z)
+    old = np.asarray(volume.spacing)
+    size_xyz = np.asarray(volume.shape[::-1])
+    new_size = np.maximum(1, np.round(size_xyz * old / new)).astype(int)
+    direction = np.asarray(volume.direction).reshape(3, 3)
+    # first voxel centre moves by half the spacing change so the outer edges stay where they were
+    origin = np.asarray(volume.origin) + direction @ ((new - old) / 2)
+    reference = sitk.Image([int(s) for s in new_size], sitk.sitkUInt8)
+    reference.SetSpacing([float(s) for s in new])
+    reference.SetOrigin([float(o) for o in origin])
+    reference.SetDirection(volume.direction)
+    return _resample(volume, reference, mask)
+
+
+def resample_to(volume: Volume, reference: Volume, *, mask: bool = False) -> Volume:
+    """Resample ``volume`` onto ``reference``'s grid in physical space (any direction; reference's array unused).
+
+    Used to bring a prediction made on the common grid back to the original image's grid. Outside ``volume``
+    images get its minimum value, masks 0.
+    """
+    return _resample(volume, _grid(reference), mask)
+
+
+def crop_or_pad(array: np.ndarray, size_hw: tuple[int, int], value: float) -> np.ndarray:
+    """Centre-crop or pad the last two axes to ``size_hw`` with ``value`` (``uncrop`` inverts it).
+
+    Shape:
+        ``(..., H, W)`` -> ``(..., size_hw[0], size_hw[1])``.
+    """
+    out = array
+    for axis, target in zip((-2, -1), size_hw, strict=True):
+        current = out.shape[axis]
+        if current > target:
+            start = (current - target) // 2
+            out = np.take(out, np.arange(start, start + target), axis=axis)
+        elif current < target:
+            before = (target - current) // 2
+            widths = [(0, 0)] * out.ndim
+            widths[axis] = (before, target - current - before)
+            out = np.pad(out, widths, mode="constant", constant_values=value)
+    return out
+
+
+def uncrop(array: np.ndarray, original_hw: tuple[int, int], value: float) -> np.ndarray:
+    """Undo `crop_or_pad`: pad back what was cropped (with ``value``), crop away what was padded.
+
+    Shape:
+        ``(..., h, w)`` -> ``(..., original_hw[0], original_hw[1])``.
+    """
+    # crop offset (H - h) // 2 equals the pad-before width of the opposite operation, so the same call inverts it
+    return crop_or_pad(array, original_hw, value)
