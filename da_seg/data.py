@@ -1,0 +1,325 @@
+"""Data sets on disk and their preprocessing onto the task's common grid.
+
+A data folder holds ``images/`` and (when labelled) ``labels/`` whose entries match by name, in any format
+`read_volume` reads (a DICOM series is a sub-folder), or a ``manifest.csv`` with columns ``image,label`` (paths
+relative to the folder). `Domain.prepare` brings a volume onto the common grid: canonical orientation -> resample to
+the task spacing -> intensity to [-1, 1] -> centre crop/pad in-plane; `Domain.restore` undoes it, back onto the
+original file's grid. `load_prepared` keeps the prepared arrays in an on-disk cache, so a second run reads ``.npy``
+files instead of DICOM. See docs/data.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from da_seg.errors import DataError
+from da_seg.volume import (
+    FILE_SUFFIXES,
+    Volume,
+    crop_or_pad,
+    geometry_only,
+    read_volume,
+    resample,
+    resample_to,
+    to_canonical,
+    uncrop,
+    volume_id,
+    volume_suffix,
+)
+
+MANIFEST = "manifest.csv"
+CACHE_VERSION = 1
+
+
+class EmptyMaskWarning(UserWarning):
+    """A labelled training case whose mask has no foreground voxel."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One subject on disk: an image (file or DICOM folder) and, when labelled, its mask file."""
+
+    id: str
+    image: Path
+    label: Path | None = None
+    binary: bool = False
+
+
+@dataclass
+class PreparedCase:
+    """A case on the common grid, ready for the networks.
+
+    Attributes:
+        id: case name (file name without format suffix).
+        image: ``(z, H, W)`` float32 in [-1, 1].
+        mask: ``(z, H, W)`` uint8 labels, or None.
+        original: the source file's grid (array is a zero-cost placeholder).
+        grid: the resampled, canonical grid before the in-plane crop/pad (placeholder array).
+        stats: the intensity preset's per-volume statistics (MR percentiles), for `Domain.restore`.
+    """
+
+    id: str
+    image: np.ndarray
+    mask: np.ndarray | None
+    original: Volume
+    grid: Volume
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class Domain:
+    """The common grid of a task for one modality: spacing, in-plane size and intensity preset.
+
+    Args:
+        spacing_zyx: target spacing in mm, ``(z, y, x)``.
+        size_hw: in-plane size after centre crop/pad.
+        intensity: an intensity preset (``forward``/``inverse``/``fit``/``padding_value``).
+    """
+
+    def __init__(self, spacing_zyx: tuple[float, float, float], size_hw: tuple[int, int], intensity: Any) -> None:
+        self.spacing_zyx = tuple(float(s) for s in spacing_zyx)
+        self.size_hw = (int(size_hw[0]), int(size_hw[1]))
+        self.intensity = intensity
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the prepared arrays depend on (part of the cache key)."""
+        intensity = getattr(self.intensity, "settings", repr(self.intensity))
+        return {"spacing_zyx": list(self.spacing_zyx), "size_hw": list(self.size_hw), "intensity": intensity}
+
+    def prepare(self, volume: Volume, mask: Volume | None = None, *, id: str | None = None) -> PreparedCase:
+        """Canonical orientation -> resample (linear; mask nearest) -> normalise -> crop/pad to ``size_hw``.
+
+        Shape:
+            image ``(z', H, W)`` float32 in [-1, 1]; mask ``(z', H, W)`` uint8 or None.
+        """
+        canonical = to_canonical(volume)
+        grid = resample(canonical, self.spacing_zyx)
+        stats = self.intensity.fit(grid.array)
+        image = crop_or_pad(self.intensity.forward(grid.array, stats), self.size_hw, self.intensity.padding_value)
+        prepared_mask = None
+        if mask is not None:
+            resampled = resample_to(to_canonical(mask), grid, mask=True)
+            prepared_mask = crop_or_pad(resampled.array.astype(np.uint8), self.size_hw, 0)
+        name = id or Path(str(volume.meta.get("path", "case"))).name
+        return PreparedCase(
+            name, image.astype(np.float32), prepared_mask, geometry_only(volume), geometry_only(grid), stats
+        )
+
+    def restore(self, array: np.ndarray, case: PreparedCase, *, mask: bool) -> Volume:
+        """Bring an array on the common grid back onto ``case``'s original grid (and units, for images).
+
+        Shape:
+            ``(z', H, W)`` -> the original file's ``(z, y, x)``.
+        """
+        if array.shape[0] != case.grid.shape[0] or tuple(array.shape[1:]) != self.size_hw:
+            raise DataError(
+                f"case {case.id}: array {array.shape} is not on the common grid {(case.grid.shape[0], *self.size_hw)}"
+            )
+        hw = case.grid.shape[1:]
+        if mask:
+            on_grid = case.grid.with_array(uncrop(np.asarray(array).astype(np.uint8), hw, 0))
+            return resample_to(on_grid, case.original, mask=True)
+        values = uncrop(np.asarray(array, dtype=np.float32), hw, self.intensity.padding_value)
+        on_grid = case.grid.with_array(self.intensity.inverse(values, case.stats or None))
+        return resample_to(on_grid, case.original)
+
+    def __repr__(self) -> str:
+        return f"Domain(spacing_zyx={self.spacing_zyx}, size_hw={self.size_hw}, intensity={self.intensity!r})"
+
+
+# -- finding cases ----------------------------------------------------------------------------------------------
+def _entries(folder: Path) -> dict[str, Path]:
+    """Volume files and DICOM sub-folders of ``folder`` by case id (hidden files and .raw/.zraw data skipped)."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if not (path.is_dir() or volume_suffix(path)):
+            continue
+        key = volume_id(path)
+        if key in found:
+            raise DataError(f"{folder}: two entries for case '{key}' ({found[key].name}, {path.name}); keep one")
+        found[key] = path
+    return found
+
+
+def _from_manifest(folder: Path, manifest: Path, labelled: bool, binary: bool) -> list[Case]:
+    with manifest.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or [])
+        need = {"image", "label"} if labelled else {"image"}
+        if not need <= columns:
+            raise DataError(f"{manifest}: needs columns {', '.join(sorted(need))}, has {', '.join(sorted(columns))}")
+        cases = []
+        for row_number, row in enumerate(reader, start=2):
+            image = folder / row["image"].strip()
+            label = folder / row["label"].strip() if labelled and (row.get("label") or "").strip() else None
+            if labelled and label is None:
+                raise DataError(f"{manifest}, line {row_number}: image {image.name} has no label")
+            for path in (image, label):
+                if path is not None and not path.exists():
+                    raise DataError(f"{manifest}, line {row_number}: file not found: {path}")
+            cases.append(Case(volume_id(image), image, label, binary))
+    if not cases:
+        raise DataError(f"{manifest}: lists no cases")
+    return cases
+
+
+def find_cases(folder: str | Path, *, labelled: bool, binary: bool = False) -> list[Case]:
+    """The cases of a data folder (``images/`` + ``labels/`` by matching names, or ``manifest.csv``).
+
+    Args:
+        folder: the data folder.
+        labelled: every image needs a label (and every label an image).
+        binary: masks must hold only 0 and 1 (checked when loaded).
+
+    Raises:
+        DataError: missing or empty folder, an image without label or a label without image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"data folder not found: {folder}")
+    if (folder / MANIFEST).is_file():
+        return _from_manifest(folder, folder / MANIFEST, labelled, binary)
+    images_dir = folder / "images"
+    if not images_dir.is_dir():
+        raise DataError(f"{folder}: needs an images/ folder (or {MANIFEST}); see docs/data.md")
+    images = _entries(images_dir)
+    if not images:
+        raise DataError(f"{images_dir}: no volumes found (formats: {', '.join(FILE_SUFFIXES)} or DICOM folders)")
+    if not labelled:
+        return [Case(k, p, None, binary) for k, p in images.items()]
+    labels_dir = folder / "labels"
+    if not labels_dir.is_dir():
+        raise DataError(f"{folder}: labelled data needs a labels/ folder next to images/")
+    labels = _entries(labels_dir)
+    if missing := sorted(set(images) - set(labels)):
+        raise DataError(f"{labels_dir}: no label for image(s) {', '.join(missing[:5])}" + (" ..." * (len(missing) > 5)))
+    if orphans := sorted(set(labels) - set(images)):
+        raise DataError(f"{images_dir}: no image for label(s) {', '.join(orphans[:5])}" + (" ..." * (len(orphans) > 5)))
+    return [Case(k, images[k], labels[k], binary) for k in images]
+
+
+def check_mask(mask: Volume, image: Volume, case: Case) -> np.ndarray:
+    """The mask as uint8 after checking it against its image; DataError naming the label file otherwise."""
+    label = case.label
+    if not mask.same_geometry(image, tol=1e-2):
+        raise DataError(
+            f"{label}: geometry differs from its image {case.image.name} (size {mask.shape[::-1]} vs "
+            f"{image.shape[::-1]}, spacing {np.round(mask.spacing, 3).tolist()} vs "
+            f"{np.round(image.spacing, 3).tolist()}, origin/direction may differ too)"
+        )
+    values = np.unique(mask.array)
+    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        raise DataError(f"{label}: mask has non-integer values {values[:6].tolist()}; labels must be integers")
+    allowed = {0, 1} if case.binary else set(range(256))
+    if bad := sorted({float(v) for v in values} - allowed):
+        what = "a binary task needs 0 and 1 only" if case.binary else "labels must be 0..255"
+        raise DataError(f"{label}: mask values {values[:10].tolist()} ({what}; offending {bad[:5]})")
+    array = mask.array.astype(np.uint8)
+    if not array.any():
+        warnings.warn(f"{label}: mask is empty (no foreground voxel)", EmptyMaskWarning, stacklevel=3)
+    return array
+
+
+# -- cache ------------------------------------------------------------------------------------------------------
+def _stamp(path: Path | None) -> Any:
+    if path is None:
+        return None
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [str(path.resolve()), [(f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.is_file()]]
+
+
+def cache_key(case: Case, domain: Domain) -> str:
+    """Changes when a file (path, mtime, size), the domain settings or the cache format change."""
+    payload = {"v": CACHE_VERSION, "image": _stamp(case.image), "label": _stamp(case.label), "binary": case.binary}
+    text = json.dumps({**payload, "domain": domain.settings}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _geometry(volume: Volume) -> dict[str, Any]:
+    return {
+        "shape": list(volume.shape),
+        "spacing": volume.spacing,
+        "origin": volume.origin,
+        "direction": volume.direction,
+    }
+
+
+def _placeholder(geometry: dict[str, Any]) -> Volume:
+    shape = tuple(geometry["shape"])
+    return Volume(
+        np.broadcast_to(np.zeros((), np.uint8), shape), geometry["spacing"], geometry["origin"], geometry["direction"]
+    )
+
+
+def _save(folder: Path, prepared: PreparedCase) -> None:
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "image.npy", prepared.image)
+    if prepared.mask is not None:
+        np.save(tmp / "mask.npy", prepared.mask)
+    meta = {
+        "id": prepared.id,
+        "original": _geometry(prepared.original),
+        "grid": _geometry(prepared.grid),
+        "stats": prepared.stats,
+    }
+    (tmp / "case.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def _load(folder: Path) -> PreparedCase | None:
+    try:
+        meta = json.loads((folder / "case.json").read_text())
+        image = np.load(folder / "image.npy")
+        mask = np.load(folder / "mask.npy") if (folder / "mask.npy").exists() else None
+    except (OSError, ValueError, KeyError):
+        return None
+    return PreparedCase(
+        meta["id"], image, mask, _placeholder(meta["original"]), _placeholder(meta["grid"]), meta["stats"]
+    )
+
+
+def prepare_case(case: Case, domain: Domain) -> PreparedCase:
+    """Read one case (checking its mask) and put it on ``domain``'s grid."""
+    image = read_volume(case.image)
+    mask = None
+    if case.label is not None:
+        label = read_volume(case.label)
+        mask = label.with_array(check_mask(label, image, case))
+    return domain.prepare(image, mask, id=case.id)
+
+
+def load_prepared(cases: list[Case], domain: Domain, cache_dir: str | Path | None = None) -> list[PreparedCase]:
+    """Prepare every case, reusing ``cache_dir/<key>/`` (``image.npy``, ``mask.npy``, ``case.json``) when fresh.
+
+    The key covers the files (path, mtime, size) and the domain settings, so an edited file or another grid is
+    prepared again; a second run with the same data reads only ``.npy`` files.
+    """
+    prepared = []
+    for case in cases:
+        if cache_dir is None:
+            prepared.append(prepare_case(case, domain))
+            continue
+        folder = Path(cache_dir) / f"{case.id}-{cache_key(case, domain)}"
+        cached = _load(folder) if folder.is_dir() else None
+        if cached is None:
+            cached = prepare_case(case, domain)
+            _save(folder, cached)
+        elif cached.mask is not None and case.label is not None and not cached.mask.any():
+            warnings.warn(f"{case.label}: mask is empty (no foreground voxel)", EmptyMaskWarning, stacklevel=2)
+        prepared.append(cached)
+    return prepared
