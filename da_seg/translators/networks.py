@@ -1,0 +1,159 @@
+"""CycleGAN networks (Zhu et al. 2017, after the authors' pytorch-CycleGAN-and-pix2pix): ResNet and U-Net
+generators, and the 70x70 PatchGAN discriminator.
+
+All take and return ``(B, C, H, W)`` images in [-1, 1] (tanh output). Generators pad any input to a multiple of
+their total stride (replicating the border) and crop back, so whole slices of any size go through.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _norm(channels: int) -> nn.Module:
+    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+
+
+class _PadToMultiple(nn.Module):
+    """Runs ``body`` on the input padded to a multiple of ``multiple`` and crops the output back."""
+
+    def __init__(self, body: nn.Module, multiple: int) -> None:
+        super().__init__()
+        self.body, self.multiple = body, multiple
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        if ph or pw:
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+        y = self.body(x)
+        return y[..., ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w] if (ph or pw) else y
+
+
+class ResnetBlock(nn.Module):
+    """``x + conv-IN-ReLU-conv-IN(x)`` with reflection padding."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3),
+            _norm(channels),
+            nn.ReLU(True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3),
+            _norm(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class ResnetGenerator(_PadToMultiple):
+    """c7s1-w, d2w, d4w, ``blocks`` x R4w, u2w, uw, c7s1-out (the CycleGAN generator; 9 blocks for 256x256).
+
+    Shape:
+        ``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``.
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 64, blocks: int = 9) -> None:
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, width, 7),
+            _norm(width),
+            nn.ReLU(True),
+        ]
+        for i in range(2):  # downsampling
+            c = width * 2**i
+            layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), _norm(2 * c), nn.ReLU(True)]
+        layers += [ResnetBlock(width * 4) for _ in range(blocks)]
+        for i in range(2):  # upsampling
+            c = width * 2 ** (2 - i)
+            layers += [
+                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1),
+                _norm(c // 2),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, out_channels, 7), nn.Tanh()]
+        super().__init__(nn.Sequential(*layers), multiple=4)
+
+
+class _UnetLevel(nn.Module):
+    """One U-Net level: down (conv 4x4 s2), the inner levels, up (transposed conv 4x4 s2), skip by concatenation."""
+
+    def __init__(self, outer: int, inner: int, sub: nn.Module | None, outermost: bool = False, out: int = 0) -> None:
+        super().__init__()
+        self.outermost = outermost
+        down: list[nn.Module] = [] if outermost else [nn.LeakyReLU(0.2, True)]
+        down.append(nn.Conv2d(outer, inner, 4, stride=2, padding=1))
+        if not outermost and sub is not None:
+            down.append(_norm(inner))
+        up_in = inner if sub is None else 2 * inner
+        up: list[nn.Module] = [nn.ReLU(True), nn.ConvTranspose2d(up_in, out if outermost else outer, 4, 2, 1)]
+        up.append(nn.Tanh() if outermost else _norm(outer))
+        self.down, self.sub, self.up = nn.Sequential(*down), sub or nn.Identity(), nn.Sequential(*up)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.up(self.sub(self.down(x)))
+        return y if self.outermost else torch.cat([x, y], dim=1)
+
+
+class UnetGenerator(_PadToMultiple):
+    """The pix2pix U-Net: ``depth`` stride-2 levels (widths w, 2w, 4w, 8w, 8w, ...), skips by concatenation.
+
+    Shape:
+        ``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``; H, W are padded to a multiple of ``2**depth``.
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 64, depth: int = 7) -> None:
+        if depth < 2:
+            raise ValueError(f"unet depth must be >= 2, got {depth}")
+        widths = [width * min(2**i, 8) for i in range(depth)]
+        level: nn.Module | None = None
+        for i in range(depth - 1, 0, -1):
+            level = _UnetLevel(widths[i - 1], widths[i], level)
+        top = _UnetLevel(in_channels, widths[0], level, outermost=True, out=out_channels)
+        super().__init__(top, multiple=2**depth)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: a grid of real/fake scores, each seeing a 70x70 patch with ``layers=3`` (LSGAN: no sigmoid).
+
+    Shape:
+        ``(B, in_channels, H, W)`` -> ``(B, 1, H/2**layers - 2, W/2**layers - 2)`` approximately.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 64, layers: int = 3) -> None:
+        super().__init__()
+        seq: list[nn.Module] = [nn.Conv2d(in_channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        c = width
+        for n in range(1, layers + 1):
+            c_next = width * min(2**n, 8)
+            stride = 2 if n < layers else 1
+            seq += [nn.Conv2d(c, c_next, 4, stride=stride, padding=1), _norm(c_next), nn.LeakyReLU(0.2, True)]
+            c = c_next
+        seq.append(nn.Conv2d(c, 1, 4, stride=1, padding=1))
+        self.model = nn.Sequential(*seq)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+def init_weights(module: nn.Module, gain: float = 0.02) -> None:
+    """CycleGAN's init: conv weights ~ N(0, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def build_generator(kind: str, channels: int, width: int, blocks: int, depth: int) -> nn.Module:
+    """``resnet`` (``blocks`` residual blocks) or ``unet`` (``depth`` levels), ``channels`` in and out."""
+    if kind == "resnet":
+        return ResnetGenerator(channels, channels, width, blocks)
+    if kind == "unet":
+        return UnetGenerator(channels, channels, width, depth)
+    raise ValueError(f"generator must be 'resnet' or 'unet', got {kind!r}")
