@@ -182,6 +182,36 @@ def plugins_cmd() -> None:
         err_console.print(f"[red]failed[/red] plugin '{name}': {message}", highlight=False)
 
 
+@command("predict")
+def predict_cmd(
+    inputs: Path = typer.Argument(..., help="CT file, DICOM series folder, or a folder of images.", show_default=False),
+    model: Path = typer.Option(
+        ..., "--model", help="Trained segmenter directory (holds meta.json).", show_default=False
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Mask file, or output folder for a folder input."),
+    device: str = typer.Option("auto", "--device", help="'auto', 'cpu', 'cuda'."),
+    threshold: float = typer.Option(None, "--threshold", help="Probability threshold (default: the model's)."),
+    tta_flip: bool = typer.Option(None, "--tta-flip/--no-tta-flip", help="Average with the left-right flip."),
+    largest_component: bool = typer.Option(
+        None, "--largest-component/--all-components", help="Keep only the largest 3D component of each label."
+    ),
+) -> None:
+    """Segment CT images with a trained segmenter; masks keep each input's size, spacing, origin and direction."""
+    from da_seg.segmentation import predict
+
+    written = predict(
+        model,
+        inputs,
+        output,
+        device=device,
+        threshold=threshold,
+        largest_component=largest_component,
+        tta_flip=tta_flip,
+    )
+    for path in written:
+        console.print(f"[green]wrote[/green] {path}")
+
+
 def _add_plugin_commands() -> None:
     from da_seg.plugins import load_plugins
 

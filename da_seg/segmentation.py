@@ -200,6 +200,13 @@ def build_segmenter(spec: Mapping[str, Any] | str, context: int, classes: int = 
     return SEGMENTERS.build(spec, in_channels=2 * context + 1, classes=classes)
 
 
+def _domain_settings(domain: Any) -> dict[str, Any] | None:
+    if domain is None:
+        return None
+    settings = domain if isinstance(domain, Mapping) else domain.settings
+    return dict(settings)
+
+
 def split_cases(n: int, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
     """Case indices for training and validation (at least one of each when ``n >= 2``; none held out for one)."""
     if n < 2:
@@ -254,7 +261,7 @@ def train_segmenter(
     classes: int = 1,
     val_cases: Sequence[Case] | None = None,
     iterations_per_epoch: int | None = None,
-    domain: Mapping[str, Any] | None = None,
+    domain: Any = None,
     progress: bool = True,
 ) -> TrainedSegmenter:
     """Train a segmenter on ``(image, mask)`` cases; returns the best model (also saved in ``workdir/model``).
@@ -270,7 +277,8 @@ def train_segmenter(
         classes: network outputs (1: binary foreground; K: one channel per label 1..K).
         val_cases: explicit validation cases; default: ``settings.val_fraction`` of ``cases``, split by case.
         iterations_per_epoch: batches per epoch; default: one pass over the training slices.
-        domain: the data domain (spacing, size, intensity) saved with the model for `predict_file`.
+        domain: the data domain (a `da_seg.data.Domain` or its ``settings`` dict) saved with the model, so
+            `predict_file` can prepare a raw image exactly as the training images were.
         progress: show the rich progress bar.
     """
     settings = settings or SegmentationConfig()
@@ -305,7 +313,7 @@ def train_segmenter(
         device=device,
         precision=precision,
         batch_size=settings.batch_size,
-        domain=dict(domain) if domain else None,
+        domain=_domain_settings(domain),
         defaults={
             "threshold": settings.threshold,
             "largest_component": settings.largest_component,
@@ -317,12 +325,13 @@ def train_segmenter(
     start, best = 0, -1.0
     state = load_state(workdir / "last")
     if state is not None:
-        meta = load_checkpoint(workdir / "last", {"model": model}, component=COMPONENT, map_location=device)
+        meta = read_json(workdir / "last" / "meta.json")
         if {k: meta.get(k) for k in identity} != identity:
             raise DataError(
                 f"{workdir}: holds a checkpoint of another segmenter ({meta.get('model')}, context "
                 f"{meta.get('context')}); use another workdir or delete it"
             )
+        load_checkpoint(workdir / "last", {"model": model}, component=COMPONENT, map_location=device)
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -430,3 +439,86 @@ def cross_validate(
         )
     write_json(workdir / "folds.json", [r.__dict__ for r in results])
     return results
+
+
+# -- whole files ------------------------------------------------------------------------------------------------
+def model_domain(segmenter: TrainedSegmenter) -> Any:
+    """The `da_seg.data.Domain` a model was trained in (rebuilt from its meta.json)."""
+    from da_seg.data import Domain
+    from da_seg.registry import INTENSITIES
+
+    d = segmenter.domain
+    if not d or "intensity" not in d or not isinstance(d["intensity"], Mapping):
+        raise DataError(
+            "this model has no saved data domain (spacing, size, intensity), so raw images cannot be prepared; "
+            "train it through the pipeline or pass domain= to train_segmenter"
+        )
+    return Domain(tuple(d["spacing_zyx"]), tuple(d["size_hw"]), INTENSITIES.build(dict(d["intensity"])))
+
+
+def predict_file(
+    model_dir: str | Path | TrainedSegmenter,
+    image_path: str | Path,
+    out_path: str | Path,
+    *,
+    device: str | torch.device = "auto",
+    threshold: float | None = None,
+    largest_component: bool | None = None,
+    tta_flip: bool | None = None,
+) -> Path:
+    """Segment one image file (or DICOM folder) and write the mask on the input's own grid.
+
+    The image is prepared in the model's domain (canonical orientation, spacing, crop/pad, intensity), segmented
+    slice by slice, and the labels are resampled (nearest) back, so the written mask has exactly the input's size,
+    spacing, origin and direction. Unset options take the model's saved defaults.
+    """
+    from da_seg.volume import read_volume, write_volume
+
+    segmenter = model_dir if isinstance(model_dir, TrainedSegmenter) else TrainedSegmenter.load(model_dir, device)
+    domain = model_domain(segmenter)
+    volume = read_volume(image_path)
+    case = domain.prepare(volume)
+    labels = segmenter.segment(case.image, threshold, largest_component, tta_flip)
+    restored = domain.restore(labels, case, mask=True)
+    return write_volume(volume.with_array(restored.array.astype(np.uint8)), out_path, mask=True)
+
+
+def _inputs(folder: Path) -> list[Path]:
+    from da_seg.volume import volume_suffix
+
+    if (folder / "images").is_dir():
+        folder = folder / "images"
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (volume_suffix(p) or p.is_dir()))
+
+
+def is_volume_folder(path: Path) -> bool:
+    """True for a folder of volumes (or one with ``images/``), False for a file or a DICOM series folder."""
+    from da_seg.volume import volume_suffix
+
+    return path.is_dir() and ((path / "images").is_dir() or any(volume_suffix(p) for p in path.iterdir()))
+
+
+def predict(
+    model_dir: str | Path,
+    inputs: str | Path,
+    output: str | Path,
+    *,
+    device: str | torch.device = "auto",
+    threshold: float | None = None,
+    largest_component: bool | None = None,
+    tta_flip: bool | None = None,
+) -> list[Path]:
+    """`predict_file` for one image, or for every volume in a folder (masks ``<output>/<case>.nii.gz``)."""
+    from da_seg.volume import volume_id
+
+    inputs, output = Path(inputs), Path(output)
+    if not inputs.exists():
+        raise DataError(f"input not found: {inputs}")
+    segmenter = TrainedSegmenter.load(model_dir, device)
+    options = {"threshold": threshold, "largest_component": largest_component, "tta_flip": tta_flip}
+    if not is_volume_folder(inputs):
+        return [predict_file(segmenter, inputs, output, **options)]
+    files = _inputs(inputs)
+    if not files:
+        raise DataError(f"{inputs}: no image files found")
+    return [predict_file(segmenter, f, output / f"{volume_id(f)}.nii.gz", **options) for f in files]

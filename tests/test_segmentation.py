@@ -1,0 +1,215 @@
+"""The one segmenter trainer, whole-volume inference, checkpoints/resume, cross-validation and `daseg predict`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from typer.testing import CliRunner
+
+from da_seg.cli import app
+from da_seg.config import SegmentationConfig
+from da_seg.data import Domain
+from da_seg.errors import DataError
+from da_seg.registry import INTENSITIES
+from da_seg.segmentation import (
+    TrainedSegmenter,
+    cross_validate,
+    fold_indices,
+    largest_components,
+    predict_file,
+    probabilities_to_labels,
+    split_cases,
+    targets,
+    train_segmenter,
+)
+from da_seg.volume import Volume, read_volume, write_volume
+
+TINY = {"name": "resunet25d", "base": 4, "depth": 2}
+
+
+def blob_case(seed: int, z: int = 5, size: int = 16, labels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A bright disc (label 1) and, for ``labels=2``, a dark square (label 2) on a noisy background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
+    mask = np.zeros((z, size, size), np.uint8)
+    mask[:, ((yy - cy) ** 2 + (xx - cx) ** 2) < (size // 5) ** 2] = 1
+    if labels == 2:
+        mask[:, 1:4, 1:4] = 2
+    image = np.select([mask == 1, mask == 2], [0.6, -0.9], -0.2) + 0.05 * rng.standard_normal(mask.shape)
+    return image.astype(np.float32), mask
+
+
+def settings(**kw) -> SegmentationConfig:
+    return SegmentationConfig(**{"epochs": 3, "batch_size": 4, "lr": 3e-3, "augment": [], **kw})
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        TINY,
+        {"name": "smp", "arch": "Unet", "encoder": "resnet18", "encoder_depth": 3},
+        {"name": "smp", "arch": "FPN", "encoder": "tu-resnet10t", "encoder_depth": 3},
+        {"name": "smp", "arch": "UnetPlusPlus", "encoder": "resnet18", "encoder_depth": 3},
+    ],
+    ids=lambda s: "-".join(str(v) for v in s.values()),
+)
+def test_one_trainer_trains_every_kind_of_segmenter(spec, tmp_path, device) -> None:
+    cases = [blob_case(i, size=32) for i in range(3)]
+    trained = train_segmenter(
+        spec,
+        cases,
+        settings(epochs=4, context=1),
+        workdir=tmp_path,
+        device=device,
+        iterations_per_epoch=3,
+        progress=False,
+    )
+    losses = [row["loss"] for row in trained.info["history"]]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert trained.predict(cases[0][0]).shape == (5, 32, 32)
+
+
+def test_best_checkpoint_is_kept_by_validation_dice_and_training_resumes(tmp_path) -> None:
+    cases = [blob_case(i) for i in range(4)]
+    first = train_segmenter(TINY, cases, settings(epochs=2), workdir=tmp_path, device="cpu", progress=False)
+    assert [r["epoch"] for r in first.info["history"]] == [1, 2]
+    # a rerun with more epochs continues from workdir/last instead of starting again
+    trained = train_segmenter(TINY, cases, settings(epochs=4), workdir=tmp_path, device="cpu", progress=False)
+    history = trained.info["history"]
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    best = max(history, key=lambda r: r["val_dice"])
+    assert trained.info["best_val_dice"] == best["val_dice"]
+    assert trained.info["epoch"] == best["epoch"]
+    meta = json.loads((tmp_path / "model" / "meta.json").read_text())
+    assert meta["model"] == TINY and meta["context"] == 1 and meta["classes"] == 1
+    with pytest.raises(DataError, match="another segmenter"):
+        train_segmenter({**TINY, "base": 8}, cases, settings(epochs=5), workdir=tmp_path, device="cpu", progress=False)
+
+
+def test_split_is_by_case_and_folds_cover_every_case() -> None:
+    train, val = split_cases(10, 0.2, seed=1)
+    assert len(val) == 2 and sorted(train + val) == list(range(10))
+    assert split_cases(1, 0.2) == ([0], [])
+    folds = fold_indices(7, 3, seed=0)
+    assert sorted(i for f in folds for i in f) == list(range(7)) and sorted(map(len, folds)) == [2, 2, 3]
+    with pytest.raises(DataError, match="folds"):
+        fold_indices(3, 6)
+
+
+def test_cross_validate_reports_each_fold(tmp_path) -> None:
+    cases = [blob_case(i) for i in range(3)]
+    results = cross_validate(TINY, cases, settings(epochs=1), folds=3, workdir=tmp_path, device="cpu", progress=False)
+    assert [r.fold for r in results] == [0, 1, 2]
+    assert sorted(i for r in results for i in r.val_cases) == [0, 1, 2]
+    for r in results:
+        assert set(r.train_cases).isdisjoint(r.val_cases) and 0.0 <= r.val_dice <= 1.0
+        assert TrainedSegmenter.load(r.model_dir, "cpu").info["best_val_dice"] == pytest.approx(r.val_dice)
+    assert len(json.loads((tmp_path / "folds.json").read_text())) == 3
+
+
+def test_predict_segment_save_load(tmp_path) -> None:
+    cases = [blob_case(i) for i in range(3)]
+    trained = train_segmenter(TINY, cases, settings(epochs=2, context=2), workdir=tmp_path / "w", progress=False)
+    image = cases[0][0][:3]  # fewer slices than the batch and than 2c+1: edges replicate
+    prob = trained.predict(image)
+    assert prob.shape == image.shape and prob.dtype == np.float32 and 0 <= prob.min() <= prob.max() <= 1
+    assert trained.predict(image, tta_flip=True).shape == image.shape
+    labels = trained.segment(image, threshold=0.5, largest_component=False)
+    assert labels.dtype == np.uint8 and np.array_equal(labels, (prob >= 0.5).astype(np.uint8))
+    trained.save(tmp_path / "copy")
+    again = TrainedSegmenter.load(tmp_path / "copy", "cpu")
+    assert again.context == 2 and np.array_equal(again.predict(image), prob)
+
+
+def test_several_classes_train_and_segment(tmp_path) -> None:
+    cases = [blob_case(i, labels=2) for i in range(3)]
+    trained = train_segmenter(TINY, cases, settings(epochs=1), workdir=tmp_path, classes=2, progress=False)
+    assert trained.predict(cases[0][0]).shape == (2, 5, 16, 16)
+    assert set(np.unique(trained.segment(cases[0][0]))) <= {0, 1, 2}
+
+
+def test_targets_labels_and_largest_component() -> None:
+    masks = torch.tensor([[[[0, 1], [2, 1]]]], dtype=torch.uint8)
+    assert targets(masks, 1).tolist() == [[[[0.0, 1.0], [1.0, 1.0]]]]
+    assert targets(masks, 2).tolist() == [[[[0.0, 1.0], [0.0, 1.0]], [[0.0, 0.0], [1.0, 0.0]]]]
+    prob = np.zeros((2, 1, 3, 3), np.float32)
+    prob[0, 0, 0, 0], prob[1, 0, 0, 0] = 0.7, 0.9  # both above threshold: the more probable label wins
+    prob[0, 0, 2, 2] = 0.4  # below threshold: background
+    assert probabilities_to_labels(prob, 0.5, False)[0].tolist() == [[2, 0, 0], [0, 0, 0], [0, 0, 0]]
+    labels = np.zeros((3, 6, 6), np.uint8)
+    labels[0, 0, 0] = 1  # an isolated false positive
+    labels[1:3, 2:5, 2:5] = 1
+    labels[0, 5, 5] = 2
+    kept = largest_components(labels)
+    assert kept[0, 0, 0] == 0 and kept[1:3, 2:5, 2:5].all() and kept[0, 5, 5] == 2
+
+
+def _domain() -> Domain:
+    return Domain((4.0, 3.0, 3.0), (32, 32), INTENSITIES.build({"name": "ct_window"}))
+
+
+@pytest.fixture(scope="module")
+def ct_model(tmp_path_factory):
+    """A tiny model trained for two steps in a CT domain (geometry, not accuracy, is under test)."""
+    work = tmp_path_factory.mktemp("ct_model")
+    cases = [blob_case(i, size=32) for i in range(2)]
+    trained = train_segmenter(
+        TINY, cases, settings(epochs=1), workdir=work, iterations_per_epoch=2, domain=_domain(), progress=False
+    )
+    return work / "model", trained
+
+
+def test_predict_file_keeps_the_input_geometry(tmp_path, ct_model) -> None:
+    model_dir, _ = ct_model
+    rng = np.random.default_rng(0)
+    array = rng.normal(0, 300, (9, 27, 35)).astype(np.int16)
+    angle = np.deg2rad(20)
+    direction = (np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, 1.0)
+    ct = Volume(array, spacing=(0.9, 1.3, 3.5), origin=(-12.5, 40.0, 7.25), direction=direction)
+    write_volume(ct, tmp_path / "ct.nii.gz")
+    out = predict_file(model_dir, tmp_path / "ct.nii.gz", tmp_path / "mask.nii.gz", device="cpu")
+    src, mask = sitk.ReadImage(str(tmp_path / "ct.nii.gz")), sitk.ReadImage(str(out))
+    assert mask.GetSize() == src.GetSize() and mask.GetPixelID() == sitk.sitkUInt8
+    assert mask.GetSpacing() == src.GetSpacing()
+    assert mask.GetOrigin() == src.GetOrigin()
+    assert mask.GetDirection() == src.GetDirection()
+
+
+def test_predict_file_on_the_real_ct(tmp_path, ct_model, real_data) -> None:
+    model_dir, _ = ct_model
+    ct = real_data / "pelvis_ct" / "totalsegmentator_example_ct.nii.gz"
+    out = predict_file(model_dir, ct, tmp_path / "mask.nii.gz", device="cpu", tta_flip=True)
+    src, mask = read_volume(ct), read_volume(out)
+    assert mask.shape == src.shape and set(np.unique(mask.array)) <= {0, 1}
+    assert (mask.spacing, mask.origin, mask.direction) == (src.spacing, src.origin, src.direction)
+
+
+def test_predict_command_file_and_folder(tmp_path, ct_model) -> None:
+    model_dir, _ = ct_model
+    folder = tmp_path / "cts"
+    for i, spacing in enumerate([(1.0, 1.0, 3.0), (0.7, 0.8, 2.5)]):
+        write_volume(Volume(np.full((6, 20 + i, 24), -100, np.int16), spacing=spacing), folder / f"case{i}.nii.gz")
+    runner = CliRunner()
+    one = runner.invoke(
+        app, ["predict", "--model", str(model_dir), str(folder / "case0.nii.gz"), "-o", str(tmp_path / "m.nii.gz")]
+    )
+    assert one.exit_code == 0, one.output
+    assert read_volume(tmp_path / "m.nii.gz").shape == (6, 20, 24)
+    many = runner.invoke(app, ["predict", "--model", str(model_dir), str(folder), "-o", str(tmp_path / "masks")])
+    assert many.exit_code == 0, many.output
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["case0.nii.gz", "case1.nii.gz"]
+    assert read_volume(tmp_path / "masks" / "case1.nii.gz").shape == (6, 21, 24)
+    bad = runner.invoke(app, ["predict", "--model", str(tmp_path / "nope"), str(folder), "-o", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "meta.json" in bad.output
+
+
+def test_a_model_without_domain_cannot_predict_files(tmp_path) -> None:
+    trained = train_segmenter(TINY, [blob_case(0)], settings(epochs=1), workdir=tmp_path, progress=False)
+    write_volume(Volume(np.zeros((4, 16, 16), np.int16)), tmp_path / "ct.nii.gz")
+    with pytest.raises(DataError, match="no saved data domain"):
+        predict_file(trained, tmp_path / "ct.nii.gz", tmp_path / "m.nii.gz")
