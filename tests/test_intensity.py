@@ -1,0 +1,88 @@
+"""Intensity presets: CT window exact inside the window, window off, MR percentiles, on real value ranges."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from da_seg import INTENSITIES, ConfigError
+from da_seg.intensity import CTWindow, MRPercentile
+from da_seg.volume import read_volume
+
+
+def test_presets_are_registered_and_built_from_config_tables() -> None:
+    assert {"ct_window", "mr_percentile"} <= set(INTENSITIES.names())
+    window = INTENSITIES.build({"name": "ct_window", "low": -150.0, "high": 350.0})
+    assert (window.low, window.high) == (-150.0, 350.0)
+    assert INTENSITIES.build({"name": "mr_percentile"}).upper == 99.5
+    assert window.padding_value == -1.0
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "hu", "expected"),
+    [
+        (-500, 500, [-500, -250, 0, 250, 500], [-1, -0.5, 0, 0.5, 1]),
+        (-150, 350, [-150, 100, 350], [-1, 0, 1]),
+        (-500, 500, [-1000, 3000], [-1, 1]),  # clipped
+    ],
+)
+def test_ct_window_maps_linearly(low: float, high: float, hu: list[float], expected: list[float]) -> None:
+    np.testing.assert_allclose(CTWindow(low, high).forward(np.array(hu)), expected, atol=1e-6)
+
+
+def test_ct_window_inverse_is_exact_inside_the_window() -> None:
+    hu = np.arange(-500, 501, dtype=np.float32)  # every integer HU in the window
+    window = CTWindow(-500, 500)
+    back = window.inverse(window.forward(hu))
+    np.testing.assert_allclose(back, hu, atol=1e-3)
+    assert np.array_equal(np.rint(back), hu)
+
+
+def test_ct_window_off_uses_the_full_range() -> None:
+    off = INTENSITIES.build({"name": "ct_window", "off": True})
+    assert (off.low, off.high) == (-1024.0, 3071.0)
+    assert (CTWindow(None, None).low, CTWindow(None, None).high) == (-1024.0, 3071.0)
+    np.testing.assert_allclose(off.forward(np.array([-1024.0, 3071.0])), [-1, 1])
+
+
+def test_bad_windows_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="above low"):
+        CTWindow(100, 100)
+    with pytest.raises(ConfigError, match="both low and high"):
+        CTWindow(None, 100)
+    with pytest.raises(ConfigError, match="lower < upper"):
+        MRPercentile(99, 1)
+
+
+def test_mr_percentile_maps_percentiles_to_plus_minus_one_and_back() -> None:
+    values = np.arange(1001, dtype=np.float32)  # 0.5th percentile 5, 99.5th 995
+    preset = MRPercentile()
+    out = preset.forward(values)
+    assert preset.last_stats == pytest.approx({"low": 5.0, "high": 995.0})
+    assert out.min() == -1 and out.max() == 1
+    np.testing.assert_allclose(out[500], 0.0, atol=1e-6)
+    inside = values[5:996]
+    np.testing.assert_allclose(
+        preset.inverse(preset.forward(inside, preset.last_stats), preset.last_stats), inside, atol=1e-3
+    )
+
+
+def test_mr_inverse_needs_stats() -> None:
+    with pytest.raises(ValueError, match="stats"):
+        MRPercentile().inverse(np.zeros(3))
+
+
+def test_presets_on_real_value_ranges(real_data: Path) -> None:
+    ct = read_volume(real_data / "pelvis_ct/totalsegmentator_example_ct.nii.gz").array
+    assert ct.min() < -1000 and ct.max() > 3000  # air and a metal hip implant
+    for preset in (CTWindow(-500, 500), CTWindow(None, None)):
+        out = preset.forward(ct)
+        assert out.dtype == np.float32 and out.min() >= -1 and out.max() <= 1
+    soft = (ct > -500) & (ct < 500)
+    np.testing.assert_allclose(CTWindow().inverse(CTWindow().forward(ct[soft])), ct[soft], atol=1e-3)
+    mr = read_volume(real_data / "prostatex_t2_dicom/ProstateX-0218_t2_tra").array
+    out = MRPercentile().forward(mr)
+    assert out.min() == -1 and out.max() == 1
+    assert 0.004 < np.mean(out == 1) < 0.006  # the top 0.5% clips
