@@ -1,0 +1,195 @@
+"""Data folders, the common-grid preprocessing and its inverse, the prepared cache, and data errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import da_seg.data as data
+from da_seg.data import Case, Domain, EmptyMaskWarning, find_cases, load_prepared
+from da_seg.errors import DataError
+from da_seg.intensity import CTWindow, MRPercentile
+from da_seg.volume import Volume, read_volume, write_volume
+
+
+def ellipsoid_case(shape=(8, 40, 48), spacing=(1.5, 1.5, 4.0), value=40.0) -> tuple[Volume, Volume]:
+    """A CT-like image (-1000 outside, ``value`` inside) and its mask."""
+    z, y, x = np.indices(shape)
+    inside = ((x - 24) / 12) ** 2 + ((y - 20) / 9) ** 2 + ((z - 4) / 2.6) ** 2 < 1
+    image = np.where(inside, value, -1000).astype(np.int16)
+    geometry = {"spacing": spacing, "origin": (-30.0, 12.0, 5.0), "direction": (-1, 0, 0, 0, -1, 0, 0, 0, 1)}
+    return Volume(image, **geometry), Volume(inside.astype(np.uint8), **geometry)
+
+
+def make_folder(root: Path, names=("a", "b"), labelled=True, suffix=".nii.gz") -> Path:
+    for name in names:
+        image, mask = ellipsoid_case()
+        write_volume(image, root / "images" / f"{name}{suffix}")
+        if labelled:
+            write_volume(mask, root / "labels" / f"{name}{suffix}", mask=True)
+    return root
+
+
+# -- layout -----------------------------------------------------------------------------------------------------
+def test_find_cases_matches_names_across_formats(tmp_path: Path) -> None:
+    make_folder(tmp_path, ("a",), suffix=".nii.gz")
+    make_folder(tmp_path, ("b",), suffix=".mha")
+    (tmp_path / "images" / ".hidden.nii.gz").write_text("ignored")
+    cases = find_cases(tmp_path, labelled=True, binary=True)
+    assert [(c.id, c.image.name, c.label.name, c.binary) for c in cases] == [
+        ("a", "a.nii.gz", "a.nii.gz", True),
+        ("b", "b.mha", "b.mha", True),
+    ]
+    assert [c.label for c in find_cases(tmp_path, labelled=False)] == [None, None]
+
+
+def test_manifest_lists_cases(tmp_path: Path) -> None:
+    make_folder(tmp_path / "files", ("x", "y"))
+    (tmp_path / "manifest.csv").write_text("image,label\nfiles/images/x.nii.gz,files/labels/x.nii.gz\n")
+    cases = find_cases(tmp_path, labelled=True)
+    assert [(c.id, c.image, c.label) for c in cases] == [
+        ("x", tmp_path / "files/images/x.nii.gz", tmp_path / "files/labels/x.nii.gz")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda root: None, "data folder not found"),
+        (lambda root: root.mkdir(), "needs an images/ folder"),
+        (lambda root: (root / "images").mkdir(parents=True), r"images: no volumes found"),
+        (lambda root: make_folder(root, labelled=False), "needs a labels/ folder"),
+        (lambda root: (make_folder(root), (root / "labels/b.nii.gz").unlink()), r"no label for image\(s\) b"),
+        (lambda root: (make_folder(root), (root / "images/a.nii.gz").unlink()), r"no image for label\(s\) a"),
+        (lambda root: (root.mkdir(), (root / "manifest.csv").write_text("image\nq.nii.gz\n")), "needs columns"),
+        (
+            lambda root: (root.mkdir(), (root / "manifest.csv").write_text("image,label\nq.nii.gz,r.nii.gz\n")),
+            r"line 2: file not found: .*q\.nii\.gz",
+        ),
+    ],
+)
+def test_layout_errors_name_the_problem(tmp_path: Path, setup, message: str) -> None:
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(DataError, match=message):
+        find_cases(root, labelled=True)
+
+
+def test_non_binary_mask_reports_its_values(tmp_path: Path) -> None:
+    make_folder(tmp_path, ("a",))
+    _, mask = ellipsoid_case()
+    write_volume(mask.with_array(mask.array * 2), tmp_path / "labels/a.nii.gz", mask=True)
+    cases = find_cases(tmp_path, labelled=True, binary=True)
+    with pytest.raises(DataError, match=r"labels/a\.nii\.gz: mask values \[0, 2\]"):
+        load_prepared(cases, Domain((4.0, 2.0, 2.0), (32, 32), CTWindow()))
+
+
+def test_mask_geometry_mismatch_names_the_label(tmp_path: Path) -> None:
+    make_folder(tmp_path, ("a",))
+    _, mask = ellipsoid_case(spacing=(1.0, 1.5, 4.0))
+    write_volume(mask, tmp_path / "labels/a.nii.gz", mask=True)
+    with pytest.raises(DataError, match=r"labels/a\.nii\.gz: geometry differs from its image a\.nii\.gz"):
+        load_prepared(find_cases(tmp_path, labelled=True), Domain((4.0, 2.0, 2.0), (32, 32), CTWindow()))
+
+
+def test_empty_mask_warns(tmp_path: Path) -> None:
+    make_folder(tmp_path, ("a",))
+    _, mask = ellipsoid_case()
+    write_volume(mask.with_array(np.zeros_like(mask.array)), tmp_path / "labels/a.nii.gz", mask=True)
+    with pytest.warns(EmptyMaskWarning, match=r"a\.nii\.gz: mask is empty"):
+        load_prepared(find_cases(tmp_path, labelled=True), Domain((4.0, 2.0, 2.0), (32, 32), CTWindow()))
+
+
+# -- prepare / restore --------------------------------------------------------------------------------------------
+def test_prepare_puts_image_and_mask_on_the_common_grid() -> None:
+    image, mask = ellipsoid_case()  # 48 x 40 x 8 voxels of 1.5 x 1.5 x 4 mm
+    case = Domain((2.0, 3.0, 3.0), (16, 32), CTWindow()).prepare(image, mask, id="e")
+    # z: 8 * 4 / 2 = 16 slices; y: 40 * 1.5 / 3 = 20 rows cropped to 16; x: 48 * 1.5 / 3 = 24 padded to 32
+    assert case.image.shape == (16, 16, 32) and case.mask.shape == (16, 16, 32)
+    assert case.image.dtype == np.float32 and case.mask.dtype == np.uint8
+    assert case.image.min() == -1.0 and case.image.max() == pytest.approx(40 / 500, abs=1e-4)
+    assert case.image[:, :, :4].max() == -1.0  # padding is "air"
+    assert case.grid.shape == (16, 20, 24) and case.original.shape == image.shape
+    assert set(np.unique(case.mask)) == {0, 1}
+
+
+def test_restore_brings_a_mask_back_onto_the_original_grid() -> None:
+    image, mask = ellipsoid_case()
+    domain = Domain((2.0, 0.75, 0.75), (96, 96), CTWindow())  # finer than the file: nothing is lost
+    case = domain.prepare(image, mask, id="e")
+    back = domain.restore(case.mask, case, mask=True)
+    assert back.same_geometry(image) and back.array.dtype == np.uint8
+    np.testing.assert_array_equal(back.array, mask.array)
+
+
+def test_restore_inverts_intensity_and_orientation() -> None:
+    image, _ = ellipsoid_case()
+    domain = Domain((4.0, 1.5, 1.5), (40, 48), CTWindow())  # same spacing: only orientation and window change
+    case = domain.prepare(image)
+    back = domain.restore(case.image, case, mask=False)
+    assert back.same_geometry(image)
+    np.testing.assert_allclose(back.array, np.clip(image.array, -500, 500), atol=1e-3)
+
+
+def test_restore_refuses_an_array_off_the_grid() -> None:
+    image, _ = ellipsoid_case()
+    domain = Domain((4.0, 1.5, 1.5), (40, 48), CTWindow())
+    case = domain.prepare(image, id="e")
+    with pytest.raises(DataError, match="case e: array"):
+        domain.restore(np.zeros((3, 40, 48)), case, mask=False)
+
+
+def test_real_ct_prepare_and_restore(real_data: Path) -> None:
+    path = real_data / "pelvis_ct/totalsegmentator_example_ct.nii.gz"
+    ct = read_volume(path)
+    domain = Domain((3.0, 2.0, 2.0), (96, 96), CTWindow())
+    case = load_prepared([Case("ct", path)], domain)[0]
+    assert case.image.shape == (112, 96, 96) and -1 <= case.image.min() < case.image.max() <= 1
+    back = domain.restore(case.image, case, mask=False)
+    assert back.same_geometry(ct)  # direction diag(-1, -1, 1) kept
+    # inside the cropped 192 mm field of view the restored HU equal the windowed original
+    kept = domain.restore(np.ones_like(case.image, dtype=np.uint8), case, mask=True).array.astype(bool)
+    assert kept.sum() == 112 * 64 * 64  # 96 pixels of 2 mm = 64 voxels of 3 mm in y and x
+    error = np.abs(back.array[kept] - np.clip(ct.array[kept], -500, 500))
+    assert np.median(error) < 1.0 and error.mean() < 20.0  # linear interpolation 3 mm -> 2 mm -> 3 mm
+
+
+def test_mr_restore_uses_the_cases_own_percentiles() -> None:
+    image, _ = ellipsoid_case()
+    mr = image.with_array((image.array.astype(np.float32) + 1000) * 0.37)
+    domain = Domain((4.0, 1.5, 1.5), (40, 48), MRPercentile(0.0, 100.0))
+    case = domain.prepare(mr)
+    assert case.stats == pytest.approx({"low": 0.0, "high": 1040 * 0.37})
+    domain.intensity.fit(np.zeros(5))  # another volume in between must not matter
+    np.testing.assert_allclose(domain.restore(case.image, case, mask=False).array, mr.array, atol=1e-2)
+
+
+# -- cache ------------------------------------------------------------------------------------------------------
+def test_second_run_reads_the_cache_not_the_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_folder(tmp_path / "data")
+    domain = Domain((4.0, 2.0, 2.0), (32, 32), CTWindow())
+    cases = find_cases(tmp_path / "data", labelled=True)
+    first = load_prepared(cases, domain, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+    def no_reading(path):  # a second run must not touch the image files
+        raise AssertionError(f"read {path}")
+
+    monkeypatch.setattr(data, "read_volume", no_reading)
+    second = load_prepared(cases, domain, tmp_path / "cache")
+    for a, b in zip(first, second, strict=True):
+        assert a.id == b.id
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.mask, b.mask)
+        assert b.original.same_geometry(a.original) and b.grid.same_geometry(a.grid)
+    restored = domain.restore(second[0].mask, second[0], mask=True)
+    assert restored.shape == (8, 40, 48)
+    # another grid, or a changed file, is prepared again
+    with pytest.raises(AssertionError, match="read"):
+        load_prepared(cases, Domain((4.0, 2.0, 2.0), (32, 32), CTWindow(-150, 350)), tmp_path / "cache")
+    os.utime(cases[0].image, ns=(1, 1))
+    with pytest.raises(AssertionError, match=r"read .*a\.nii\.gz"):
+        load_prepared(cases, domain, tmp_path / "cache")
