@@ -226,6 +226,8 @@ class CycleGAN:
         self.precision = precision
         cfg = self.config
         generator = seed_everything(seed)
+        for net in self.networks.values():  # fit trains from scratch (or resumes below): seeded initial weights
+            init_weights(net)
         bank_a = SliceBank([check_volume(v) for v in source], context=self.context, device=dev)
         bank_b = SliceBank([check_volume(v) for v in target], context=self.context, device=dev)
         smallest = min(

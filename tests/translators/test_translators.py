@@ -9,7 +9,9 @@ from da_seg.errors import DataError
 from da_seg.registry import TRANSLATORS
 from da_seg.translators import Translator, load_translator
 
-TINY = {"cyclegan": {"width": 4, "blocks": 1, "disc_width": 4, "disc_layers": 2, "epochs": 1, "iterations_per_epoch": 2}}
+TINY = {
+    "cyclegan": {"width": 4, "blocks": 1, "disc_width": 4, "disc_layers": 2, "epochs": 1, "iterations_per_epoch": 2},
+}
 
 
 def test_builtins_registered() -> None:

@@ -1,0 +1,135 @@
+"""cyclegan: training writes a resumable workdir, resume continues exactly, bf16 works, settings are checked."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from da_seg.errors import ConfigError, DataError
+from da_seg.registry import TRANSLATORS
+from da_seg.training import load_checkpoint
+from da_seg.translators import load_translator
+from da_seg.translators.cyclegan import CycleGAN, ImagePool
+
+TINY = {"width": 4, "blocks": 1, "disc_width": 4, "disc_layers": 2, "iterations_per_epoch": 2}
+
+
+def _weights(model: CycleGAN) -> dict[str, torch.Tensor]:
+    return {f"{n}.{k}": v.clone() for n, net in model.networks.items() for k, v in net.state_dict().items()}
+
+
+def test_workdir_contents(unpaired, tmp_path) -> None:
+    source, target = unpaired
+    model = TRANSLATORS.build({"name": "cyclegan", **TINY, "epochs": 3, "keep_checkpoints": 2, "sample_every": 2})
+    model.fit(source, target, workdir=tmp_path, seed=1)
+    assert sorted(p.name for p in tmp_path.glob("epoch_*")) == ["epoch_0002", "epoch_0003"]
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["epoch_0002.png", "epoch_0003.png"]
+    grid = np.asarray(Image.open(tmp_path / "samples" / "epoch_0003.png"))
+    assert grid.shape == (4 * 16, 3 * 16)  # 4 fixed slices x (MR | SynCT | reconstructed MR)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    epochs = [r for r in log if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]
+    assert {"g", "adv", "cycle", "identity", "d", "d_a", "d_b", "lr", "it_per_s"} <= set(epochs[0])
+    # decay_epochs defaults to epochs // 2 = 1: lr 2e-4 for epochs 1-2, then 2e-4 * (1 - 1/2)
+    assert [r["lr"] for r in epochs] == pytest.approx([2e-4, 2e-4, 1e-4])
+    snapshot = load_translator(tmp_path / "epoch_0002")
+    assert isinstance(snapshot, CycleGAN) and snapshot.epoch == 2
+    assert snapshot.translate(source[0]).shape == source[0].shape
+    meta = json.loads((tmp_path / "last" / "meta.json").read_text())
+    assert meta["component"] == "cyclegan" and meta["epoch"] == 3 and "torch" in meta["versions"]
+
+
+def test_resume_continues_from_the_saved_epoch(unpaired, tmp_path) -> None:
+    source, target = unpaired
+    spec = {"name": "cyclegan", **TINY, "decay_epochs": 0, "identity_weight": 0.5, "pool_size": 1}
+    straight = TRANSLATORS.build({**spec, "epochs": 3}).fit(source, target, seed=3)
+    first = TRANSLATORS.build({**spec, "epochs": 2}).fit(source, target, workdir=tmp_path, seed=3)
+    assert first.epoch == 2
+    resumed = TRANSLATORS.build({**spec, "epochs": 3}).fit(source, target, workdir=tmp_path, seed=3)
+    assert resumed.epoch == 3
+    epochs = [json.loads(x)["epoch"] for x in (tmp_path / "log.jsonl").read_text().splitlines() if '"epoch"}' not in x]
+    assert sorted(set(epochs)) == [1, 2, 3] and epochs.count(3) == epochs.count(1)  # epoch 3 trained once, after 2
+    # Weights, optimizer moments, image pools and random streams all came back: the result equals a straight run.
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # Nothing left to do: a second resume only loads.
+    again = TRANSLATORS.build({**spec, "epochs": 3}).fit(source, target, workdir=tmp_path, seed=3)
+    assert all(torch.equal(_weights(again)[k], b[k]) for k in b)
+
+
+def test_resume_refuses_other_settings(unpaired, tmp_path) -> None:
+    source, target = unpaired
+    TRANSLATORS.build({"name": "cyclegan", **TINY, "epochs": 1}).fit(source, target, workdir=tmp_path)
+    with pytest.raises(DataError, match=r"other settings.*width"):
+        TRANSLATORS.build({"name": "cyclegan", **{**TINY, "width": 8}, "epochs": 2}).fit(
+            source, target, workdir=tmp_path
+        )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"generator": "unet", "unet_depth": 3, "cycle_loss": "ssim"},
+        {"context": 1, "cycle_loss": {"mse": 1.0, "ssim": 1.0}, "identity_weight": 0.5},
+        {"source_augment": [{"name": "random_ratio_crop"}, "rotation", "flip"], "target_augment": ["centre_crop"]},
+        {"image_size": 12, "batch_size": 2, "cycle_loss": "l1"},
+    ],
+    ids=["unet-ssim", "context-weighted", "augment", "crop"],
+)
+def test_options_train_in_bf16(options, unpaired, tmp_path) -> None:
+    source, target = unpaired
+    tiny = {**TINY, "disc_layers": 1} if "image_size" in options else TINY
+    model = TRANSLATORS.build({"name": "cyclegan", **tiny, "epochs": 1, **options})
+    before = next(model.g_ab.parameters()).detach().clone()
+    model.fit(source, target, workdir=tmp_path, precision="bf16", seed=0)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(v) for r in log for k, v in r.items() if isinstance(v, float))
+    after = next(model.g_ab.parameters()).detach()
+    assert not torch.equal(before, after) and after.dtype == torch.float32  # trained, master weights stay fp32
+    out = model.translate(source[1])
+    assert out.shape == source[1].shape and np.isfinite(out).all()
+
+
+def test_too_small_for_the_discriminator(unpaired) -> None:
+    source, target = unpaired
+    with pytest.raises(ConfigError, match="too small for a PatchGAN"):
+        TRANSLATORS.build({"name": "cyclegan", **TINY, "disc_layers": 3}).fit(source, target)
+
+
+def test_bad_settings_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="generator must be"):
+        TRANSLATORS.build({"name": "cyclegan", "generator": "vit"})
+    with pytest.raises(ConfigError, match="decay_epochs"):
+        TRANSLATORS.build({"name": "cyclegan", "epochs": 2, "decay_epochs": 3})
+    with pytest.raises(ConfigError, match="unknown loss 'ssmi'"):
+        TRANSLATORS.build({"name": "cyclegan", "cycle_loss": "ssmi"})
+
+
+def test_lr_schedule_constant_then_linear() -> None:
+    model = CycleGAN(width=2, blocks=1, epochs=4, decay_epochs=2)
+    assert [model.lr_factor(e) for e in range(4)] == pytest.approx([1, 1, 2 / 3, 1 / 3])
+
+
+def test_image_pool() -> None:
+    gen = torch.Generator().manual_seed(0)
+    pool = ImagePool(size=2)
+    first = torch.arange(2.0).view(2, 1)
+    assert torch.equal(pool.query(first, gen), first)  # filling: returned as they come
+    seen = torch.cat([pool.query(torch.full((1, 1), 10.0 + i), gen) for i in range(40)]).ravel()
+    assert set(seen.tolist()) >= {0.0, 1.0}  # old fakes come back
+    assert len(pool.images) == 2 and (seen >= 10).any()
+    assert torch.equal(ImagePool(0).query(first, gen), first)
+
+
+def test_save_keeps_only_generators(unpaired, tmp_path) -> None:
+    source, target = unpaired
+    model = TRANSLATORS.build({"name": "cyclegan", **TINY, "epochs": 1}).fit(source, target)
+    model.save(tmp_path)
+    fresh = CycleGAN(**{k: v for k, v in TINY.items() if k != "iterations_per_epoch"})
+    load_checkpoint(tmp_path, {"g_ab": fresh.g_ab, "g_ba": fresh.g_ba}, component="cyclegan")
+    with pytest.raises(DataError):
+        load_checkpoint(tmp_path, {"d_a": fresh.d_a}, component="cyclegan")
