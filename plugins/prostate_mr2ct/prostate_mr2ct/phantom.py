@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from da_seg import DataError
 from da_seg.volume import Volume, write_volume
 
 # tissue codes of the label map every rendering starts from
@@ -380,6 +381,8 @@ def write_phantom(
     subjects' own CT under the same file names. Subjects of different folders never share an anatomy.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; give a folder for the phantom")
     root = np.random.SeedSequence(seed)
     groups = [("source", "mr", n_source), ("target", "ct", n_target), ("evaluation", "eval", n_evaluation)]
     groups.append(("target_labelled", "ctl", n_target_labelled))

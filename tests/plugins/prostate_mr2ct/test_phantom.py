@@ -1,0 +1,119 @@
+"""The pelvic phantom: hard on CT (prostate within 20 HU of adjacent muscle), clear on MR; layout and command.
+
+Measures (on each subject's tissue map, one voxel eroded from every region edge to skip partial volume):
+CT ``|mean(prostate) - mean(adjacent muscle)|`` in HU, where adjacent muscle is levator ani and obturator internus
+within 20 mm of the prostate; MR separation ``|mean difference| / pooled sd`` of the same two regions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from prostate_mr2ct import phantom, plugin
+from prostate_mr2ct.phantom import ADJACENT_MUSCLES, PROSTATE_TISSUES, phantom_subject, write_phantom
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from da_seg import TASKS
+from da_seg.data import find_cases
+from da_seg.volume import read_volume
+
+SEEDS = (0, 1, 2, 3)
+
+
+def regions(rendered: phantom.PhantomImage) -> tuple[np.ndarray, np.ndarray]:
+    tissues = rendered.tissues.array
+    prostate = np.isin(tissues, PROSTATE_TISSUES)
+    distance = ndimage.distance_transform_edt(~prostate, sampling=rendered.tissues.spacing_zyx)
+    muscle = ndimage.binary_erosion(np.isin(tissues, ADJACENT_MUSCLES)) & (distance < 20)
+    image = rendered.image.array.astype(np.float64)
+    return image[ndimage.binary_erosion(prostate)], image[muscle]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_ct_prostate_is_within_20_hu_of_adjacent_muscle(seed: int) -> None:
+    prostate, muscle = regions(phantom_subject(seed, "CT"))
+    assert prostate.size > 100 and muscle.size > 100
+    assert abs(prostate.mean() - muscle.mean()) <= 20.0
+    assert 25 <= prostate.mean() <= 55  # soft tissue HU, not a bright organ
+    # noise comparable to the contrast: the two regions overlap
+    assert abs(prostate.mean() - muscle.mean()) / np.sqrt((prostate.var() + muscle.var()) / 2) < 1.5
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_mr_prostate_is_clearly_distinct(seed: int) -> None:
+    prostate, muscle = regions(phantom_subject(seed, "MR"))
+    separation = abs(prostate.mean() - muscle.mean()) / np.sqrt((prostate.var() + muscle.var()) / 2)
+    assert separation > 2.0
+
+
+def test_modalities_look_like_their_scanners() -> None:
+    ct, mr = phantom_subject(5, "CT"), phantom_subject(5, "MR")
+    assert ct.image.shape == phantom.CT_SHAPE and mr.image.shape == phantom.MR_SHAPE
+    assert ct.image.spacing_zyx[0] <= 2.0 and 3.0 <= mr.image.spacing_zyx[0] <= 4.0  # thin CT, thick MR slices
+    fov_ct = np.array(ct.image.shape[1:]) * ct.image.spacing_zyx[1:]
+    fov_mr = np.array(mr.image.shape[1:]) * mr.image.spacing_zyx[1:]
+    assert (fov_ct > fov_mr).all()
+    hu = ct.image.array
+    assert hu.min() <= -950 and hu.max() >= 800  # air/gas and cortical bone
+    assert (ct.tissues.array == phantom.TABLE_SHELL).any()
+    assert mr.image.array.min() >= 0  # magnitude image (Rician)
+    # prostate of 25-55 mm in its largest in-plane extent
+    mask = ct.mask.array
+    extent = np.ptp(np.nonzero(mask.any(axis=(0, 1)))[0]) * ct.image.spacing[0]
+    assert 25 <= extent <= 60
+
+
+def test_same_seed_same_subject_and_paired_anatomy() -> None:
+    a, b = phantom_subject(7, "MR"), phantom_subject(7, "MR")
+    np.testing.assert_array_equal(a.image.array, b.image.array)
+    ct = phantom_subject(7, "CT")
+    # one anatomy: the prostate sits at the same physical place in both modalities
+    centres = []
+    for rendered in (a, ct):
+        index = np.argwhere(rendered.mask.array).mean(0)[::-1]  # (x, y, z)
+        centres.append(np.asarray(rendered.mask.to_sitk().TransformContinuousIndexToPhysicalPoint(index)))
+    assert np.linalg.norm(centres[0] - centres[1]) < 3.0
+
+
+def test_write_phantom_layout(tmp_path: Path) -> None:
+    write_phantom(tmp_path, n_source=2, n_target=1, n_evaluation=1, n_target_labelled=1, paired=True, seed=3)
+    source = find_cases(tmp_path / "source", labelled=True, binary=True)
+    assert [c.id for c in source] == ["mr_000", "mr_001"]
+    assert [c.id for c in find_cases(tmp_path / "paired_target", labelled=False)] == ["mr_000", "mr_001"]
+    assert len(find_cases(tmp_path / "evaluation", labelled=True)) == 1
+    assert len(find_cases(tmp_path / "target_labelled", labelled=True)) == 1
+    assert not (tmp_path / "target" / "labels").exists()  # CT labels never sit next to translation-training CT
+    mask = read_volume(source[0].label)
+    assert mask.array.dtype == np.uint8 and set(np.unique(mask.array)) == {0, 1}
+    assert read_volume(tmp_path / "target/images/ct_000.nii.gz").array.dtype == np.int16
+
+
+def test_task_ships_the_phantom_and_a_grid_that_holds_the_prostate() -> None:
+    task = TASKS.create("prostate_mr2ct")
+    assert task.phantom is write_phantom
+    # the coarse CPU grid (2 mm, 96 x 96 = 192 mm) still holds the prostate with margin in both modalities
+    for modality in ("MR", "CT"):
+        rendered = phantom_subject(11, modality)
+        index = np.argwhere(rendered.mask.array)
+        spacing = np.asarray(rendered.mask.spacing_zyx)
+        centre = (np.asarray(rendered.mask.shape) - 1) / 2
+        furthest = np.abs((index - centre) * spacing)[:, 1:].max()
+        assert furthest < 96 - 20
+
+
+def test_phantom_command(tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command("noop")(lambda: None)  # typer needs two commands to keep sub-command names
+    plugin.register_commands(app=app)
+    runner = CliRunner()
+    result = runner.invoke(app, ["phantom", "--out", str(tmp_path), "--n-mr", "1", "--n-ct", "1", "--n-eval", "1"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "source/images").iterdir()) == ["mr_000.nii.gz"]
+    assert not (tmp_path / "paired_target").exists()
+    (tmp_path / "blocker").write_text("a file where a folder must go")
+    result = runner.invoke(app, ["phantom", "--out", str(tmp_path / "blocker"), "--n-mr", "1", "--n-ct", "1"])
+    assert result.exit_code == 2
