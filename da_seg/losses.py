@@ -136,8 +136,9 @@ def ssim_map(
         raise ValueError(f"ssim padding must be 'valid' or 'reflect', got {padding!r}")
     channels = x.shape[1]
     with _fp32(x.device):
-        x, y = x.float(), y.float()
-        g = gaussian_window(window, sigma).to(x.device)
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32  # float64 stays (metrics in HU)
+        x, y = x.to(dtype), y.to(dtype)
+        g = gaussian_window(window, sigma).to(x.device, dtype)
         kernel_h = g.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
         kernel_w = g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
         if padding == "reflect":
