@@ -16,7 +16,9 @@ SYNCT = CT + np.array([[[10.0, -30.0], [500.0, 20.0]]])  # the -1000 voxel (air)
 BODY = CT > -400
 
 
-@pytest.mark.parametrize(("name", "perfect"), [("mae_hu", 0.0), ("mean_error_hu", 0.0), ("psnr", math.inf), ("ssim", 1.0)])
+@pytest.mark.parametrize(
+    ("name", "perfect"), [("mae_hu", 0.0), ("mean_error_hu", 0.0), ("psnr", math.inf), ("ssim", 1.0)]
+)
 def test_registered_with_the_pipeline_signature(name: str, perfect: float) -> None:
     ct = np.tile(CT, (2, 4, 4))  # (2, 8, 8)
     assert METRICS.get(name)(ct, ct, mask=ct > -400) == pytest.approx(perfect)
