@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,14 @@ def write_dicom_series(volume: Volume, folder: Path) -> None:
     orientation = "\\".join(
         str(v) for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
     )
+    saved = locale.setlocale(locale.LC_ALL)  # GDCM's writer switches the process locale to "C"; undo that after
+    try:
+        _write_slices(image, writer, orientation, volume, folder)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slices(image, writer, orientation, volume, folder) -> None:
     for z in range(image.GetDepth()):
         slice_ = image[:, :, z]
         tags = {
