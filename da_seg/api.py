@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from da_seg.augment import build_augmentation
 from da_seg.config import Config, load_config
 from da_seg.errors import ConfigError
 from da_seg.plugins import load_plugins
-from da_seg.registry import AUGMENTATIONS, INTENSITIES, LOSSES, SEGMENTERS, TASKS, TRANSLATORS
+from da_seg.registry import INTENSITIES, LOSSES, SEGMENTERS, TASKS, TRANSLATORS
 from da_seg.task import Task
 
 
@@ -54,7 +55,7 @@ def build_components(config: Config | str | Path) -> Components:
         translator=TRANSLATORS.build(config.translator),
         segmenter=SEGMENTERS.build(seg.model, in_channels=2 * seg.context + 1, classes=task.classes),
         loss=LOSSES.build(seg.loss),
-        augmentations=[AUGMENTATIONS.build(a) for a in seg.augment],
+        augmentations=build_augmentation(seg.augment).modules(tuple(config.data.size or task.size)),
     )
 
 

@@ -402,7 +402,7 @@ def evaluate_methods(up: Upstream, methods: list[Method], folder: Path) -> list[
             seconds = time.perf_counter() - start
             write_volume(mask, out / f"{case.id}.nii.gz", mask=True)
             reference = read_volume(dataset.evaluation_labels[case.id])
-            scores = evaluate_case(mask.array, reference.array, reference.spacing_zyx, labels=task.labels)
+            scores = evaluate_case(mask.array, reference.array, reference.spacing_zyx, labels=label_map(task))
             rows.append(
                 {
                     "method": method.name,
@@ -421,9 +421,14 @@ def evaluate_methods(up: Upstream, methods: list[Method], folder: Path) -> list[
         cases, test_name = in_domain[base]
         for case in cases:
             pred = _segment(seg, method.model, case.image)
-            scores = evaluate_case(pred, case.mask, dataset.source_domain.spacing_zyx, labels=task.labels)
+            scores = evaluate_case(pred, case.mask, dataset.source_domain.spacing_zyx, labels=label_map(task))
             rows.append({"method": method.name, "train": method.train_on, "test": test_name, "case": case.id, **scores})
     return rows
+
+
+def label_map(task: Task) -> dict[int, str]:
+    """Mask value -> structure name (value ``i + 1`` is ``task.labels[i]``)."""
+    return {i + 1: name for i, name in enumerate(task.labels)}
 
 
 def write_metrics(folder: Path, rows: list[dict[str, Any]]) -> None:

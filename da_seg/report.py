@@ -56,7 +56,7 @@ def structure_rows(rows: list[dict[str, Any]], labels: tuple[str, ...]) -> list[
     for row in rows:
         groups[(row["method"], row["test"])].append(row)
     return [
-        [m, t] + [mean_sd([r[f"dice_{lab}"] for r in g if f"dice_{lab}" in r]) for lab in labels]
+        [m, t] + [mean_sd([r[f"{lab}_dice"] for r in g if f"{lab}_dice" in r]) for lab in labels]
         for (m, t), g in groups.items()
     ]
 

@@ -95,7 +95,7 @@ def run_bench(config: Config, segmenters: list[str], *, resume: bool = False, fo
                 "segmenter": text,
                 "dice": _mean_sd([r["dice"] for r in method_rows]),
                 "hd95": _mean_sd([r["hd95"] for r in method_rows]),
-                "parameters": sum(p.numel() for p in method.model.network.parameters()),
+                "parameters": sum(p.numel() for p in method.model.model.parameters()),
                 "train_s": round(train_seconds, 1),
                 "infer_s_per_volume": round(float(np.mean([r["seconds"] for r in method_rows])), 3),
                 "p_vs_first": None
