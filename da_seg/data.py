@@ -110,7 +110,7 @@ class Domain:
         if mask is not None:
             resampled = resample_to(to_canonical(mask), grid, mask=True)
             prepared_mask = crop_or_pad(resampled.array.astype(np.uint8), self.size_hw, 0)
-        name = id or Path(str(volume.meta.get("path", "case"))).name
+        name = id or volume_id(Path(str(volume.meta.get("path", "case"))))
         return PreparedCase(
             name, image.astype(np.float32), prepared_mask, geometry_only(volume), geometry_only(grid), stats
         )

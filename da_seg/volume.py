@@ -7,6 +7,7 @@ is bit-for-bit the geometry it was read with.
 
 from __future__ import annotations
 
+import locale
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -120,7 +121,11 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     if len(files) < 2:
         raise DataError(f"{folder}: the DICOM series has {len(files)} file; a 3D volume needs at least 2 slices")
     reader.SetFileNames(files)
-    return reader.Execute()
+    saved = locale.setlocale(locale.LC_ALL)  # GDCM may switch the process locale to "C"; keep the user's
+    try:
+        return reader.Execute()
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def read_volume(path: str | Path) -> Volume:
