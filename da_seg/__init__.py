@@ -7,6 +7,7 @@ The public API is re-exported here; see docs/python_api.md.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from da_seg.api import Components, build_components, get_task, validate
 from da_seg.config import Config, load_config, parse_config
@@ -24,6 +25,18 @@ from da_seg.registry import (
     Registry,
 )
 from da_seg.task import Task
+from da_seg.volume import Volume, read_volume, write_volume
+
+if TYPE_CHECKING:
+    from da_seg.pipeline import RunResult
+
+
+def run_pipeline(config: Config | str, *, resume: bool = False, force: bool = False) -> RunResult:
+    """Run ``daseg run`` from Python (see `da_seg.pipeline.run_pipeline`); a path is loaded as TOML."""
+    from da_seg.pipeline import run_pipeline as run
+
+    return run(config if isinstance(config, Config) else load_config(config), resume=resume, force=force)
+
 
 try:
     __version__ = version("da_seg")
@@ -45,6 +58,7 @@ __all__ = [
     "DataError",
     "Registry",
     "Task",
+    "Volume",
     "__version__",
     "build_components",
     "component_table",
@@ -53,5 +67,8 @@ __all__ = [
     "load_config",
     "load_plugins",
     "parse_config",
+    "read_volume",
+    "run_pipeline",
     "validate",
+    "write_volume",
 ]
