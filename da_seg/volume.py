@@ -128,6 +128,50 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
         locale.setlocale(locale.LC_ALL, saved)
 
 
+def _nifti_payload(header: bytes) -> tuple[int, int] | None:
+    """``(vox_offset, data bytes)`` from a NIfTI-1 or NIfTI-2 header, or None when it is not one."""
+    for order in "<>":
+        size = np.frombuffer(header[:4], f"{order}i4")[0]
+        if size == 348 and len(header) >= 348:
+            dims = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
+            bitpix = int(np.frombuffer(header[72:74], f"{order}i2")[0])
+            offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
+        elif size == 540 and len(header) >= 540:
+            dims = np.frombuffer(header[16:80], f"{order}i8")
+            bitpix = int(np.frombuffer(header[14:16], f"{order}i2")[0])
+            offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
+        else:
+            continue
+        n = int(np.prod(dims[1 : 1 + int(dims[0])])) if 0 < dims[0] <= 7 else 0
+        return max(offset, size), n * bitpix // 8
+    return None
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """A truncated NIfTI reads without error in ITK (missing voxels become garbage): compare its length instead."""
+    import gzip
+    import zlib
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            payload = _nifti_payload(handle.read(540))
+            if payload is None:
+                return
+            offset, nbytes = payload
+            handle.seek(0)
+            have = 0
+            while have < offset + nbytes and (chunk := handle.read(1 << 24)):
+                have += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        have = -1
+    if have < offset + nbytes:
+        raise DataError(
+            f"{path}: the file is truncated or damaged (its header promises {nbytes} bytes of voxels); "
+            "copy or export it again"
+        )
+
+
 def read_volume(path: str | Path) -> Volume:
     """Read a 3D image or mask: NIfTI, MHA/MHD, NRRD, or a folder holding one DICOM series.
 
@@ -140,8 +184,14 @@ def read_volume(path: str | Path) -> Volume:
     try:
         image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
     except RuntimeError as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown reason"
-        raise DataError(f"{path}: cannot read the image ({reason[:200]})") from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = next((line for line in lines if "ERROR" in line), lines[-1] if lines else "unknown reason")
+        raise DataError(
+            f"{path}: cannot read the image; it is damaged, truncated or not a supported format "
+            f"({reason[:160]}); copy or export it again"
+        ) from None
+    if volume_suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_complete(path)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(f"{path}: {image.GetNumberOfComponentsPerPixel()} components per voxel; need a scalar image")
     dim = image.GetDimension()
