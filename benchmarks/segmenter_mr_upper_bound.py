@@ -5,7 +5,7 @@ are split by subject (never by slice): ``--n-train`` for training (of which ``va
 checkpoint) and ``--n-test`` held out. Dice is measured in 3D on the common grid after thresholding and
 largest-component post-processing, and the result is appended to benchmarks/RESULTS.md with the machine and date.
 
-Run: ``python benchmarks/segmenter_mr_upper_bound.py`` (about 5 minutes on 2 CPU cores).
+Run: ``python benchmarks/segmenter_mr_upper_bound.py`` (about 5 minutes of CPU time on 2 cores).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def main() -> None:
         "",
         "| metric (held-out MR) | mean ± sd |",
         "|---|---|",
-        *(f"| {k} | {v} |" for k, v in summary.items()),
+        *(f"| {k}{' (mm)' if k in ('hd95', 'assd') else ''} | {v} |" for k, v in summary.items()),
         "",
         f"Per case Dice: {per_case}. Best validation Dice "
         f"{model.info['best_val_dice']:.3f} at epoch {model.info['epoch']}; training loss "
