@@ -99,9 +99,15 @@ class Domain:
     def prepare(self, volume: Volume, mask: Volume | None = None, *, id: str | None = None) -> PreparedCase:
         """Canonical orientation -> resample (linear; mask nearest) -> normalise -> crop/pad to ``size_hw``.
 
+        The intensity preset's optional ``check(array, source)`` sees the raw values first, so a CT not in HU or an
+        MR/CT swap is refused (`DataError` naming the file) before anything is trained on it.
+
         Shape:
             image ``(z', H, W)`` float32 in [-1, 1]; mask ``(z', H, W)`` uint8 or None.
         """
+        check = getattr(self.intensity, "check", None)
+        if callable(check):
+            check(volume.array, str(volume.meta.get("path", id or "volume")))
         canonical = to_canonical(volume)
         grid = resample(canonical, self.spacing_zyx)
         stats = self.intensity.fit(grid.array)

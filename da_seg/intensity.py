@@ -3,7 +3,9 @@
 A preset maps a volume's values to [-1, 1] (``forward``) and back to the modality's units (``inverse``); the
 networks only ever see [-1, 1]. ``padding_value`` is what "air / background" becomes (-1), used when the common grid
 pads an image. Per-volume statistics (MR percentiles) come from ``fit`` and are passed back to ``forward`` and
-``inverse`` so a restored image is in that volume's own units.
+``inverse`` so a restored image is in that volume's own units. A preset may also have ``check(array, source)``,
+which `da_seg.data.Domain.prepare` calls on every raw volume to refuse one that cannot be in the preset's units (a
+CT not in HU, an MR folder holding CT) with a `DataError` naming the file, instead of training on garbage.
 
 Example:
     >>> from da_seg.intensity import CTWindow
@@ -18,11 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from da_seg.errors import ConfigError
+from da_seg.errors import ConfigError, DataError
 from da_seg.hookspecs import hookimpl
 
 # The full 12-bit CT range: "window off" still maps to [-1, 1] without clipping real tissue.
 CT_FULL_RANGE = (-1024.0, 3071.0)
+
+
+def _sample(array: np.ndarray, limit: int = 1_000_000) -> np.ndarray:
+    """At most ``limit`` evenly strided voxels as float32 (percentiles of a 100 M voxel CT in milliseconds)."""
+    flat = np.asarray(array).reshape(-1)
+    return flat[:: max(1, flat.size // limit)].astype(np.float32)
 
 
 def _to_unit(array: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -42,17 +50,36 @@ class CTWindow:
         low: lower window edge in HU (default -500, as in the paper); None with ``high=None`` turns the window off
             (full range -1024..3071 HU).
         high: upper window edge in HU (default 500).
+        check: refuse volumes that do not look like HU (see `check`).
     """
 
     padding_value = -1.0
 
-    def __init__(self, low: float | None = -500.0, high: float | None = 500.0) -> None:
+    def __init__(self, low: float | None = -500.0, high: float | None = 500.0, check: bool = True) -> None:
         if (low is None) != (high is None):
             raise ConfigError("ct_window: give both low and high, or neither (window off)")
         low, high = CT_FULL_RANGE if low is None else (float(low), float(high))  # type: ignore[arg-type]
         if high <= low:
             raise ConfigError(f"ct_window: high ({high}) must be above low ({low})")
-        self.low, self.high = low, high
+        self.low, self.high, self.checks = low, high, bool(check)
+
+    def check(self, array: np.ndarray, source: str) -> None:
+        """Refuse a volume that cannot be a CT in Hounsfield units.
+
+        A CT in HU has air (about -1000) around and inside the body; stored values without the DICOM rescale
+        (0..4095) or an MR image have no negative values at all, and a 1st percentile above -200 with values above
+        2000 is a shifted scale. Turn off with ``check = false`` in the preset table for unusual data.
+        """
+        if not self.checks:
+            return
+        sample = _sample(array)
+        low, p1, high = float(sample.min()), float(np.percentile(sample, 1)), float(sample.max())
+        if low >= 0 or (p1 > -200 and high > 2000):
+            raise DataError(
+                f"{source}: does not look like a CT in Hounsfield units (values {low:g}..{high:g}, 1st percentile "
+                f"{p1:g}; air should be near -1000): apply the DICOM rescale slope/intercept (e.g. subtract 1024), "
+                "check that the CT and MR folders are not swapped, or set check = false in the target_intensity table"
+            )
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -84,15 +111,31 @@ class MRPercentile:
     Args:
         lower: lower percentile (default 0.5).
         upper: upper percentile (default 99.5).
+        check: refuse volumes that look like a CT in HU (see `check`).
     """
 
     padding_value = -1.0
 
-    def __init__(self, lower: float = 0.5, upper: float = 99.5) -> None:
+    def __init__(self, lower: float = 0.5, upper: float = 99.5, check: bool = True) -> None:
         if not 0.0 <= lower < upper <= 100.0:
             raise ConfigError(f"mr_percentile: need 0 <= lower < upper <= 100, got {lower}, {upper}")
         self.lower, self.upper = float(lower), float(upper)
+        self.checks = bool(check)
         self.last_stats: dict[str, float] | None = None
+
+    def check(self, array: np.ndarray, source: str) -> None:
+        """Refuse a volume that looks like a CT in HU (5% or more of its voxels below -500, i.e. air in HU).
+
+        MR magnitude images are non-negative; standardised MR stays within a few units of zero.
+        """
+        if not self.checks:
+            return
+        share = float((_sample(array) < -500).mean())
+        if share >= 0.05:
+            raise DataError(
+                f"{source}: looks like a CT in Hounsfield units, not MR ({share:.0%} of voxels below -500): "
+                "check that the MR and CT folders are not swapped, or set check = false in the source_intensity table"
+            )
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -125,18 +168,20 @@ class MRPercentile:
         return f"MRPercentile(lower={self.lower}, upper={self.upper})"
 
 
-def ct_window(low: float | None = -500.0, high: float | None = 500.0, off: bool = False) -> CTWindow:
+def ct_window(
+    low: float | None = -500.0, high: float | None = 500.0, off: bool = False, check: bool = True
+) -> CTWindow:
     """CT window preset (registered as ``ct_window``).
 
     ``off=True`` (config ``{name = "ct_window", off = true}``; TOML has no null) or ``low=high=None`` turns the window
-    off: the full -1024..3071 HU range maps to [-1, 1].
+    off: the full -1024..3071 HU range maps to [-1, 1]. ``check=False`` accepts volumes that do not look like HU.
     """
-    return CTWindow(None, None) if off else CTWindow(low, high)
+    return CTWindow(None, None, check) if off else CTWindow(low, high, check)
 
 
-def mr_percentile(lower: float = 0.5, upper: float = 99.5) -> MRPercentile:
-    """MR percentile preset (registered as ``mr_percentile``)."""
-    return MRPercentile(lower, upper)
+def mr_percentile(lower: float = 0.5, upper: float = 99.5, check: bool = True) -> MRPercentile:
+    """MR percentile preset (registered as ``mr_percentile``); ``check=False`` accepts CT-like volumes."""
+    return MRPercentile(lower, upper, check)
 
 
 @hookimpl
