@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from da_seg.errors import DasegError
@@ -28,18 +30,39 @@ _options = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _show_warning(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Warnings as one yellow line (``warning: <message>``) instead of Python's two-line source listing."""
+    err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+def _fail(err: BaseException) -> typer.Exit:
+    if _options["debug"]:
+        err_console.print(traceback.format_exc(), markup=False, highlight=False)
+    err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn a `DasegError` into one red line on stderr and exit code 2 (a traceback only with ``--debug``)."""
+    """Turn a `DasegError` (or a full disk / unwritable folder) into one red line on stderr and exit code 2.
+
+    A traceback only with ``--debug``; warnings print as one line each.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except DasegError as err:
-            if _options["debug"]:
-                err_console.print(traceback.format_exc(), markup=False, highlight=False)
-            err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+        from da_seg.training import os_error
+
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return fn(*args, **kwargs)
+            except DasegError as err:
+                raise _fail(err) from None
+            except OSError as err:
+                mapped = os_error(err, "the output folder")
+                if mapped is None:
+                    raise
+                raise _fail(mapped) from None
 
     return wrapper  # type: ignore[return-value]
 

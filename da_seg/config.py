@@ -116,6 +116,7 @@ class RuntimeConfig(Strict):
     channels_last: bool = False
     compile: bool = False
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    deterministic: bool = Field(False, description="deterministic GPU kernels (slower); see docs/errors.md")
 
 
 class Config(Strict):

@@ -29,7 +29,7 @@ from da_seg.metrics.segmentation import evaluate_case
 from da_seg.registry import INTENSITIES, METRICS, TRANSLATORS
 from da_seg.segmentation import TrainedSegmenter, train_segmenter
 from da_seg.task import Task
-from da_seg.training import read_json, resolve_device, seed_everything, write_json
+from da_seg.training import os_error, read_json, resolve_device, seed_everything, set_deterministic, write_json
 from da_seg.translators import load_translator
 from da_seg.volume import read_volume, resample_to, write_volume
 
@@ -174,7 +174,10 @@ class Stages:
             marker.unlink()
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        work(folder)
+        try:
+            work(folder)
+        except OSError as err:  # a full disk or a read-only folder is the user's to fix: one line naming the stage
+            raise (os_error(err, folder) or err) from None
         seconds = time.perf_counter() - start
         self.timings[name] = seconds
         write_json(marker, {"fingerprint": key, "seconds": seconds})
@@ -263,6 +266,7 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
     seed_everything(config.seed)
+    set_deterministic(config.runtime.deterministic)
     start = time.perf_counter()
     folders = resolve_data(config, task)
     dataset = prepare_dataset(config, task, folders, config.data.cache or stages.run_dir / "cache")

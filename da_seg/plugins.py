@@ -31,6 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "da_seg.metrics.fidelity",
     "da_seg.translators",
     "da_seg.segmenters",
+    "da_seg.selection",
 )
 ENV_VAR = "DASEG_PLUGINS"
 
@@ -69,7 +70,10 @@ def _register_components(pm: pluggy.PluginManager, plugin_names: set[str]) -> No
                 _reg=registry,
                 _plugin=impl.plugin_name,
             ) -> Any:
-                return _reg.register(name, factory, override=override, plugin=_plugin)
+                try:
+                    return _reg.register(name, factory, override=override, plugin=_plugin)
+                except ConfigError as err:  # name the plugin that asked too, not only the first owner
+                    raise ConfigError(f"plugin '{_plugin}': {err}") from None
 
             impl.function(register=register)
 

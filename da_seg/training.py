@@ -48,6 +48,32 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def set_deterministic(enabled: bool) -> None:
+    """Ask torch for deterministic kernels (``runtime.deterministic``), or give back the fast defaults.
+
+    CPU training is reproducible without it; on a GPU, cuDNN autotuning and atomics-based kernels (e.g. the
+    backward passes of reflection padding, bilinear upsampling and scatter/index_add) differ run to run. Ops
+    without a deterministic kernel warn instead of failing (``warn_only``), so a run never stops for it.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS creates its handle
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = False
+
+
+def os_error(err: OSError, path: str | Path) -> DataError | None:
+    """A one-line `DataError` for a full disk or a folder that cannot be written, naming the path; else None."""
+    import errno
+
+    where = err.filename or path
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DataError(f"disk full while writing {where}: free some space (or choose another 'output'), then rerun")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
+        return DataError(f"cannot write {where} ({err.strerror}): choose a writable 'output' folder")
+    return None
+
+
 # -- atomic files ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
