@@ -194,7 +194,7 @@ def find_cases(folder: str | Path, *, labelled: bool, binary: bool = False) -> l
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"data folder not found: {folder}")
+        raise DataError(f"data folder not found: {folder}; fix the path in the config's [data] table")
     if (folder / MANIFEST).is_file():
         return _from_manifest(folder, folder / MANIFEST, labelled, binary)
     images_dir = folder / "images"
@@ -202,7 +202,9 @@ def find_cases(folder: str | Path, *, labelled: bool, binary: bool = False) -> l
         raise DataError(f"{folder}: needs an images/ folder (or {MANIFEST}); see docs/data.md")
     images = _entries(images_dir)
     if not images:
-        raise DataError(f"{images_dir}: no volumes found (formats: {', '.join(FILE_SUFFIXES)} or DICOM folders)")
+        raise DataError(
+            f"{images_dir}: no volumes found; put the images there ({', '.join(FILE_SUFFIXES)} or DICOM folders)"
+        )
     if not labelled:
         return [Case(k, p, None, binary) for k, p in images.items()]
     labels_dir = folder / "labels"
@@ -210,9 +212,16 @@ def find_cases(folder: str | Path, *, labelled: bool, binary: bool = False) -> l
         raise DataError(f"{folder}: labelled data needs a labels/ folder next to images/")
     labels = _entries(labels_dir)
     if missing := sorted(set(images) - set(labels)):
-        raise DataError(f"{labels_dir}: no label for image(s) {', '.join(missing[:5])}" + (" ..." * (len(missing) > 5)))
+        more = " ..." * (len(missing) > 5)
+        raise DataError(
+            f"{labels_dir}: no label for image(s) {', '.join(missing[:5])}{more}; add a label with the image's file "
+            "name or move the image out"
+        )
     if orphans := sorted(set(labels) - set(images)):
-        raise DataError(f"{images_dir}: no image for label(s) {', '.join(orphans[:5])}" + (" ..." * (len(orphans) > 5)))
+        more = " ..." * (len(orphans) > 5)
+        raise DataError(
+            f"{images_dir}: no image for label(s) {', '.join(orphans[:5])}{more}; add the image or move the label out"
+        )
     return [Case(k, images[k], labels[k], binary) for k in images]
 
 
@@ -220,18 +229,27 @@ def check_mask(mask: Volume, image: Volume, case: Case) -> np.ndarray:
     """The mask as uint8 after checking it against its image; DataError naming the label file otherwise."""
     label = case.label
     if not mask.same_geometry(image, tol=1e-2):
+        differs = [
+            f"{what} {fmt(mask)} vs {fmt(image)}"
+            for what, fmt in (
+                ("size", lambda v: list(v.shape[::-1])),
+                ("spacing", lambda v: np.round(v.spacing, 3).tolist()),
+                ("origin", lambda v: np.round(v.origin, 2).tolist()),
+                ("direction", lambda v: np.round(v.direction, 3).tolist()),
+            )
+            if fmt(mask) != fmt(image)
+        ] or ["geometry within 0.01 of each other"]
         raise DataError(
-            f"{label}: geometry differs from its image {case.image.name} (size {mask.shape[::-1]} vs "
-            f"{image.shape[::-1]}, spacing {np.round(mask.spacing, 3).tolist()} vs "
-            f"{np.round(image.spacing, 3).tolist()}, origin/direction may differ too)"
+            f"{label}: geometry differs from its image {case.image.name} ({'; '.join(differs)}); "
+            "resample the label onto its image's grid"
         )
     values = np.unique(mask.array)
     if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
-        raise DataError(f"{label}: mask has non-integer values {values[:6].tolist()}; labels must be integers")
+        raise DataError(f"{label}: mask has non-integer values {values[:6].tolist()}; save integer labels")
     allowed = {0, 1} if case.binary else set(range(256))
     if bad := sorted({float(v) for v in values} - allowed):
         what = "a binary task needs 0 and 1 only" if case.binary else "labels must be 0..255"
-        raise DataError(f"{label}: mask values {values[:10].tolist()} ({what}; offending {bad[:5]})")
+        raise DataError(f"{label}: mask values {values[:10].tolist()} ({what}; offending {bad[:5]}); relabel it")
     array = mask.array.astype(np.uint8)
     if not array.any():
         warnings.warn(f"{label}: mask is empty (no foreground voxel)", EmptyMaskWarning, stacklevel=3)
@@ -270,6 +288,15 @@ def _placeholder(geometry: dict[str, Any]) -> Volume:
 
 
 def _save(folder: Path, prepared: PreparedCase) -> None:
+    try:
+        _write_prepared(folder, prepared)
+    except OSError as err:  # a full disk or read-only cache: one line naming the folder
+        from da_seg.training import os_error
+
+        raise (os_error(err, folder) or err) from None
+
+
+def _write_prepared(folder: Path, prepared: PreparedCase) -> None:
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -199,11 +199,13 @@ def read_volume(path: str | Path) -> Volume:
         image = image[:, :, :, 0]
         dim = 3
     if dim != 3:
-        raise DataError(f"{path}: expected a 3D volume, got a {dim}D image of size {image.GetSize()}")
+        raise DataError(
+            f"{path}: expected a 3D volume, got a {dim}D image of size {image.GetSize()}; give one 3D volume per file"
+        )
     volume = Volume.from_sitk(image, path=str(path))
     if volume.array.dtype.kind == "f" and not np.isfinite(volume.array).all():
         bad = int((~np.isfinite(volume.array)).sum())
-        raise DataError(f"{path}: {bad} voxels are NaN or infinite")
+        raise DataError(f"{path}: {bad} voxels are NaN or infinite; replace them (e.g. by the background) and save")
     return volume
 
 
