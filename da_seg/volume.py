@@ -128,48 +128,63 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
         locale.setlocale(locale.LC_ALL, saved)
 
 
-def _nifti_payload(header: bytes) -> tuple[int, int] | None:
-    """``(vox_offset, data bytes)`` from a NIfTI-1 or NIfTI-2 header, or None when it is not one."""
+NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 / float64
+
+
+def _nifti_payload(header: bytes) -> tuple[int, int, str | None] | None:
+    """``(vox_offset, data bytes, float dtype or None)`` from a NIfTI-1 or NIfTI-2 header; None if not NIfTI."""
     for order in "<>":
         size = np.frombuffer(header[:4], f"{order}i4")[0]
         if size == 348 and len(header) >= 348:
             dims = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
+            datatype = int(np.frombuffer(header[70:72], f"{order}i2")[0])
             bitpix = int(np.frombuffer(header[72:74], f"{order}i2")[0])
             offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
         elif size == 540 and len(header) >= 540:
             dims = np.frombuffer(header[16:80], f"{order}i8")
+            datatype = int(np.frombuffer(header[12:14], f"{order}i2")[0])
             bitpix = int(np.frombuffer(header[14:16], f"{order}i2")[0])
             offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
         else:
             continue
         n = int(np.prod(dims[1 : 1 + int(dims[0])])) if 0 < dims[0] <= 7 else 0
-        return max(offset, size), n * bitpix // 8
+        floats = NIFTI_FLOATS.get(datatype)
+        return max(offset, int(size)), n * bitpix // 8, order + floats if floats else None
     return None
 
 
-def _check_nifti_complete(path: Path) -> None:
-    """A truncated NIfTI reads without error in ITK (missing voxels become garbage): compare its length instead."""
+def _check_nifti(path: Path) -> None:
+    """Read a NIfTI's voxel bytes once more, because ITK is silent on two things that turn data into garbage.
+
+    A truncated file reads without error (the missing voxels are undefined) and NaN voxels read as 0. Here the
+    payload length is compared with the header's promise and float voxels are checked for NaN/inf.
+    """
     import gzip
     import zlib
 
     opener = gzip.open if path.name.lower().endswith(".gz") else open
+    bad = have = 0
     try:
         with opener(path, "rb") as handle:
             payload = _nifti_payload(handle.read(540))
             if payload is None:
                 return
-            offset, nbytes = payload
-            handle.seek(0)
-            have = 0
-            while have < offset + nbytes and (chunk := handle.read(1 << 24)):
+            offset, nbytes, floats = payload
+            handle.seek(offset)
+            step = 1 << 24
+            while have < nbytes and (chunk := handle.read(min(step, nbytes - have))):
                 have += len(chunk)
+                if floats and len(chunk) % int(floats[-1]) == 0:
+                    bad += int((~np.isfinite(np.frombuffer(chunk, floats))).sum())
     except (EOFError, OSError, zlib.error):
         have = -1
-    if have < offset + nbytes:
+    if have < nbytes:
         raise DataError(
             f"{path}: the file is truncated or damaged (its header promises {nbytes} bytes of voxels); "
             "copy or export it again"
         )
+    if bad:
+        raise DataError(f"{path}: {bad} voxels are NaN or infinite; replace them (e.g. by the background) and save")
 
 
 def read_volume(path: str | Path) -> Volume:
@@ -191,7 +206,7 @@ def read_volume(path: str | Path) -> Volume:
             f"({reason[:160]}); copy or export it again"
         ) from None
     if volume_suffix(path) in (".nii", ".nii.gz"):
-        _check_nifti_complete(path)
+        _check_nifti(path)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(f"{path}: {image.GetNumberOfComponentsPerPixel()} components per voxel; need a scalar image")
     dim = image.GetDimension()
