@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--cycle-loss", default="mse", help='"mse", "l1", "ssim" or JSON weights')
     parser.add_argument("--identity-weight", type=float, default=0.0)
+    parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
     parser.add_argument("--out", type=Path, default=None)
@@ -96,6 +97,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "cycle_loss": cycle,
         "identity_weight": args.identity_weight,
+        "lr": args.lr,
         "sample_every": max(1, args.epochs // 4),
         "keep_checkpoints": 2,
     }
