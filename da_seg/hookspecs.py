@@ -78,5 +78,16 @@ def register_tasks(register: Any) -> None:
 
 
 @hookspec
+def register_selectors(register: Any) -> None:
+    """Register checkpoint-selection criteria that need no target labels.
+
+    A selector factory returns an object with ``name``, ``kind`` (``"translator"`` or ``"segmenter"``),
+    ``higher_is_better`` and ``score(candidate, **data) -> float``: translator selectors receive a translator,
+    ``source`` (held-out ``(image, mask)`` cases) and ``target`` (unlabelled volumes); segmenter selectors a
+    trained segmenter and ``target``. See :mod:`da_seg.selection`.
+    """
+
+
+@hookspec
 def register_commands(app: Any) -> None:
     """Add commands to the ``daseg`` typer application (``app.command()(my_function)``)."""

@@ -169,6 +169,7 @@ AUGMENTATIONS = Registry("augmentation")
 METRICS = Registry("metric")
 INTENSITIES = Registry("intensity")
 TASKS = Registry("task")
+SELECTORS = Registry("selector")
 
 REGISTRIES: dict[str, Registry] = {
     "translators": TRANSLATORS,
@@ -178,4 +179,5 @@ REGISTRIES: dict[str, Registry] = {
     "metrics": METRICS,
     "intensities": INTENSITIES,
     "tasks": TASKS,
+    "selectors": SELECTORS,
 }

@@ -78,5 +78,5 @@ def test_factory_value_errors_become_config_errors(reg: Registry) -> None:
 
 def test_the_kinds_of_components() -> None:
     assert set(REGISTRIES) == {
-        "translators", "segmenters", "losses", "augmentations", "metrics", "intensities", "tasks"
+        "translators", "segmenters", "losses", "augmentations", "metrics", "intensities", "tasks", "selectors"
     }
