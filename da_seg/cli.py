@@ -148,6 +148,21 @@ def run_cmd(
     console.print(f"[green]done[/green]: report at {result.report}")
 
 
+@command("translate")
+def translate_cmd(
+    inputs: Path = typer.Argument(..., help="Source image file, DICOM folder, or a folder of them."),
+    model: Path = typer.Option(..., "--model", help="Trained translator folder (e.g. runs/NAME/translator/model)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output file (or folder for a folder input)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
+) -> None:
+    """Translate source images (e.g. MR) into the target modality (e.g. SynCT in HU), keeping their geometry."""
+    from da_seg.training import resolve_device
+    from da_seg.translators import translate_files
+
+    written = translate_files(model, inputs, output, device=resolve_device(device))
+    console.print(f"[green]wrote[/green] {len(written)} volume(s): {written[0] if len(written) == 1 else output}")
+
+
 @command("bench")
 def bench_cmd(
     config: Path = ConfigArg,

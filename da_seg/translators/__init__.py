@@ -80,6 +80,48 @@ def load_translator(directory: str | Path, device: torch.device | str = "cpu") -
     return factory.load(directory, device=device)
 
 
+DOMAINS = "domains.json"
+
+
+def save_domains(directory: str | Path, source: Any, target: Any) -> None:
+    """Record the source and target `Domain` beside a saved translator, so `translate_file` can prepare raw files."""
+    from da_seg.training import write_json
+
+    write_json(Path(directory) / DOMAINS, {"source": source.settings, "target": target.settings})
+
+
+def translate_file(
+    model_dir: str | Path, image: str | Path, output: str | Path, *, device: torch.device | str = "cpu"
+) -> Path:
+    """Translate one volume file (or DICOM folder) and write it in target units on the input's own grid."""
+    from da_seg.data import Domain
+    from da_seg.volume import read_volume, volume_id, write_volume
+
+    model_dir = Path(model_dir)
+    domains = read_json(model_dir / DOMAINS)
+    source, target = Domain.from_settings(domains["source"]), Domain.from_settings(domains["target"])
+    translator = load_translator(model_dir, device=device)
+    case = source.prepare(read_volume(image), id=volume_id(Path(image)))
+    return write_volume(target.restore(translator.translate(case.image), case, mask=False), output)
+
+
+def translate_files(
+    model_dir: str | Path, inputs: str | Path, output: str | Path, *, device: torch.device | str = "cpu"
+) -> list[Path]:
+    """`translate_file` for one file, or for every volume in a folder (written as ``output/<case>.nii.gz``)."""
+    from da_seg.segmentation import is_volume_folder
+    from da_seg.volume import volume_id, volume_suffix
+
+    inputs, output = Path(inputs), Path(output)
+    if not inputs.exists():
+        raise DataError(f"input not found: {inputs}")
+    if not is_volume_folder(inputs):  # a file or one DICOM series
+        return [translate_file(model_dir, inputs, output, device=device)]
+    folder = inputs / "images" if (inputs / "images").is_dir() else inputs
+    files = sorted(p for p in folder.iterdir() if volume_suffix(p) or p.is_dir())
+    return [translate_file(model_dir, f, output / f"{volume_id(f)}.nii.gz", device=device) for f in files]
+
+
 @hookimpl
 def register_translators(register) -> None:
     from da_seg.translators.cyclegan import CycleGAN
@@ -91,4 +133,4 @@ def register_translators(register) -> None:
     register("cyclegan", CycleGAN)
 
 
-__all__ = ["Translator", "check_volume", "load_translator"]
+__all__ = ["Translator", "check_volume", "load_translator", "save_domains", "translate_file", "translate_files"]
