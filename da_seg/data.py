@@ -96,6 +96,17 @@ class Domain:
         intensity = getattr(self.intensity, "settings", repr(self.intensity))
         return {"spacing_zyx": list(self.spacing_zyx), "size_hw": list(self.size_hw), "intensity": intensity}
 
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> Domain:
+        """Rebuild a domain from `settings` (saved beside trained models so they can prepare raw files)."""
+        from da_seg.registry import INTENSITIES
+
+        try:
+            return cls(tuple(settings["spacing_zyx"]), tuple(settings["size_hw"]),
+                       INTENSITIES.build(dict(settings["intensity"])))
+        except (KeyError, TypeError) as err:
+            raise DataError(f"saved data domain is incomplete ({err}); retrain the model in the pipeline") from None
+
     def prepare(self, volume: Volume, mask: Volume | None = None, *, id: str | None = None) -> PreparedCase:
         """Canonical orientation -> resample (linear; mask nearest) -> normalise -> crop/pad to ``size_hw``.
 

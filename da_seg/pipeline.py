@@ -30,7 +30,7 @@ from da_seg.registry import INTENSITIES, METRICS, TRANSLATORS
 from da_seg.segmentation import TrainedSegmenter, train_segmenter
 from da_seg.task import Task
 from da_seg.training import os_error, read_json, resolve_device, seed_everything, set_deterministic, write_json
-from da_seg.translators import load_translator
+from da_seg.translators import load_translator, save_domains
 from da_seg.volume import read_volume, resample_to, write_volume
 
 SYNCT = "synct"
@@ -350,6 +350,7 @@ def _fit_translator(config: Config, dataset: Dataset, folder: Path, device: torc
         source, target, workdir=folder / "work", device=device, precision=config.runtime.precision, seed=config.seed
     )
     translator.save(folder / "model")
+    save_domains(folder / "model", dataset.source_domain, dataset.target_domain)
 
 
 def _synthesize(translator: Any, dataset: Dataset, folder: Path) -> None:
