@@ -464,8 +464,9 @@ def _fidelity(up: Upstream) -> list[dict[str, Any]]:
         for case in dataset.source_train + dataset.source_test:
             if case.id not in dataset.paired_target:
                 continue
-            truth = read_volume(dataset.paired_target[case.id])
-            synct = resample_to(read_volume(up.synct_dir / f"{case.id}.nii.gz"), truth)
+            # compare on the source grid: the true target image usually covers a larger field of view
+            synct = read_volume(up.synct_dir / f"{case.id}.nii.gz")
+            truth = resample_to(read_volume(dataset.paired_target[case.id]), synct)
             body = truth.array > -400
             row = {"case": case.id}
             for name in ("mae_hu", "mean_error_hu", "psnr", "ssim"):
