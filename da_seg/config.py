@@ -93,6 +93,11 @@ class SegmentationConfig(Strict):
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
     loss: ComponentSpec = Field(default_factory=lambda: {"name": "bce"})
+    multiclass: Literal["sigmoid", "softmax"] = Field(
+        "sigmoid",
+        description="'sigmoid': one channel per structure (bce, dice, bce_dice); 'softmax': background + one channel "
+        "per structure, argmax (ce, softmax_dice, ce_dice)",
+    )
     augment: list[ComponentSpec] = Field(default_factory=lambda: [dict(a) for a in DEFAULT_AUGMENT])
     val_fraction: Probability = 0.2
     folds: int = Field(1, ge=1, description="k-fold cross-validation over the source subjects (1: one split)")

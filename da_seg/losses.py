@@ -1,6 +1,8 @@
 """Losses, registered in `LOSSES`. Each factory returns a callable ``loss(prediction, target) -> scalar tensor``.
 
-Segmentation losses take logits ``(B, C, H, W)`` and targets of the same shape in {0, 1}. Image losses (``mse``,
+Segmentation losses take logits ``(B, C, H, W)`` and targets of the same shape in {0, 1}: ``bce``, ``dice`` and
+``bce_dice`` apply a sigmoid per channel (binary, or one channel per structure); ``ce``, ``softmax_dice`` and
+``ce_dice`` a softmax over background + K structures (``C = K + 1``, background first). Image losses (``mse``,
 ``l1``, ``ssim``) compare two images ``(B, C, H, W)``; ``lsgan`` is the adversarial loss of the paper's Eq. 1.
 Losses compute in float32 even under bf16/fp16 autocast. `build_loss` turns a config value (a name, a table or a
 weighted sum such as ``{mse = 1.0, ssim = 1.0}``) into one loss.
@@ -63,6 +65,65 @@ class BCEDiceLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return self.bce_weight * self.bce(logits, target) + self.dice_weight * self.dice(logits, target)
+
+
+class CELoss(nn.Module):
+    """Softmax cross-entropy over background + K structures (``multiclass = "softmax"``).
+
+    Targets are one-hot (or soft) class probabilities with the background in channel 0, the layout
+    `da_seg.segmentation.targets` gives in softmax mode; ``weight`` optionally weights the classes (length K + 1;
+    each pixel's loss is multiplied by its class's weight, then averaged over pixels).
+
+    Shape:
+        logits, target: ``(B, K + 1, H, W)``; returns a scalar.
+    """
+
+    softmax = True
+
+    def __init__(self, weight: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.weight = None if weight is None else [float(w) for w in weight]
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        weight = None if self.weight is None else torch.tensor(self.weight, device=logits.device)
+        return F.cross_entropy(logits.float(), target.float(), weight=weight)
+
+
+class SoftmaxDiceLoss(nn.Module):
+    """Soft Dice on softmax probabilities, per image and structure, averaged (background left out by default).
+
+    Shape:
+        logits, target: ``(B, K + 1, H, W)``, background in channel 0; returns a scalar.
+    """
+
+    softmax = True
+
+    def __init__(self, smooth: float = 1.0, include_background: bool = False) -> None:
+        super().__init__()
+        self.smooth, self.include_background = smooth, include_background
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        prob = torch.softmax(logits.float(), dim=1)
+        target = target.float()
+        if not self.include_background:
+            prob, target = prob[:, 1:], target[:, 1:]
+        inter = (prob * target).sum((2, 3))
+        denom = prob.sum((2, 3)) + target.sum((2, 3))
+        return (1 - (2 * inter + self.smooth) / (denom + self.smooth)).mean()
+
+
+class CEDiceLoss(nn.Module):
+    """``ce_weight * CE + dice_weight * softmax Dice``, the usual multi-class segmentation loss (nnU-Net's)."""
+
+    softmax = True
+
+    def __init__(self, ce_weight: float = 1.0, dice_weight: float = 1.0) -> None:
+        super().__init__()
+        self.ce, self.dice = CELoss(), SoftmaxDiceLoss()
+        self.ce_weight, self.dice_weight = ce_weight, dice_weight
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return self.ce_weight * self.ce(logits, target) + self.dice_weight * self.dice(logits, target)
 
 
 def mse() -> nn.Module:
@@ -251,6 +312,9 @@ def register_losses(register) -> None:
     register("bce", BCELoss)
     register("dice", DiceLoss)
     register("bce_dice", BCEDiceLoss)
+    register("ce", CELoss)
+    register("softmax_dice", SoftmaxDiceLoss)
+    register("ce_dice", CEDiceLoss)
     register("mse", mse)
     register("l1", l1)
     register("lsgan", LSGANLoss)

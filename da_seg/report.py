@@ -97,10 +97,57 @@ def _contour(ax: plt.Axes, mask: np.ndarray, color: str, label: str | None = Non
             ax.plot([], [], color=color, label=label)
 
 
+def structure_colour(value: int) -> Any:
+    """The colour of label ``value`` (1..K) in overlays: tab10, cycling."""
+    return plt.get_cmap("tab10")((value - 1) % 10)
+
+
+def _label_contours(ax: plt.Axes, labels: np.ndarray, task: Task, legend: bool = False) -> None:
+    """One contour per structure of a label map, each in its `structure_colour`."""
+    for value, name in enumerate(task.labels, start=1):
+        colour = structure_colour(value)
+        if labels is not None and (labels == value).any():
+            ax.contour(labels == value, levels=[0.5], colors=[colour], linewidths=1.0)
+        if legend:
+            ax.plot([], [], color=colour, label=name)
+
+
+def _structures_figure(examples: dict[str, Any], task: Task, path: Path) -> Path:
+    """Several structures: source | SynCT | real target reference | one panel per method, a colour per structure."""
+    preds = examples["target"][2] if "target" in examples else {}
+    panels = 2 * ("source" in examples) + ("target" in examples) * (1 + len(preds))
+    fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels, 3.8), squeeze=False)
+    axes = list(axes[0])
+    for ax in axes:
+        ax.axis("off")
+    if "source" in examples:
+        image, synct, mask = examples["source"]
+        for ax, picture, title in zip(
+            axes, (image, synct), (task.source_modality, f"Syn{task.target_modality}"), strict=False
+        ):
+            ax.imshow(picture, cmap="gray", vmin=-1, vmax=1)
+            _label_contours(ax, mask, task)
+            ax.set_title(f"{title} with the source labels", fontsize=9)
+        axes = axes[2:]
+    if "target" in examples:
+        image, mask, _ = examples["target"]
+        for ax, (title, labels) in zip(axes, [("reference", mask), *preds.items()], strict=True):
+            ax.imshow(image, cmap="gray", vmin=-1, vmax=1)
+            _label_contours(ax, labels, task, legend=title == "reference")
+            ax.set_title(f"real {task.target_modality}: {title}", fontsize=9)
+        axes[0].legend(loc="lower right", fontsize=6, framealpha=0.6)
+    return _png(fig, path)
+
+
 def examples_figure(examples: dict[str, Any], task: Task, path: Path) -> Path | None:
-    """Fig. 2 style: source | SynCT with the source mask, and a real target slice with reference and predictions."""
+    """Fig. 2 style: source | SynCT with the source mask, and a real target slice with reference and predictions.
+
+    With several structures each method gets its own panel and each structure its own colour.
+    """
     if not examples:
         return None
+    if len(task.labels) > 1:
+        return _structures_figure(examples, task, path)
     fig, axes = plt.subplots(1, 3, figsize=(11, 4))
     for ax in axes:
         ax.axis("off")

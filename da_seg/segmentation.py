@@ -9,7 +9,9 @@ self-contained directory that `TrainedSegmenter.load` and `predict_file` read.
 
 ``classes = 1`` is the binary case (one sigmoid channel). With ``classes = K > 1`` the network has one sigmoid
 channel per structure (label ``k`` is channel ``k - 1``, one-vs-rest, so the same BCE/Dice losses apply) and a voxel
-takes the most probable structure when its probability reaches the threshold.
+takes the most probable structure when its probability reaches the threshold. With ``multiclass = "softmax"`` the
+network has ``K + 1`` channels (background first), is trained with a softmax loss (``ce``, ``softmax_dice``,
+``ce_dice``) on one-hot targets, and a voxel takes the argmax class.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from scipy import ndimage
 from torch import Tensor, nn
 
 from da_seg.config import SegmentationConfig
-from da_seg.errors import DataError
+from da_seg.errors import ConfigError, DataError
 from da_seg.metrics.segmentation import dice
 from da_seg.registry import LOSSES, SEGMENTERS
 from da_seg.slices import SliceBank, neighbour_index
@@ -64,6 +66,7 @@ class TrainedSegmenter:
         domain: the data domain (spacing, size, intensity) images must be prepared in; `predict_file` needs it.
         defaults: inference defaults (``threshold``, ``largest_component``, ``tta_flip``).
         info: training facts kept in meta.json (epochs, best validation Dice, ...).
+        multiclass: ``"sigmoid"`` (``classes`` channels) or ``"softmax"`` (``classes + 1``, background first).
     """
 
     model: nn.Module
@@ -76,10 +79,17 @@ class TrainedSegmenter:
     domain: dict[str, Any] | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    multiclass: str = "sigmoid"
+
+    def _probabilities(self, logits: Tensor) -> Tensor:
+        """Per-structure probabilities ``(B, classes, H, W)``: sigmoid, or softmax without its background."""
+        if self.multiclass == "softmax":
+            return torch.softmax(logits.float(), dim=1)[:, 1:]
+        return torch.sigmoid(logits.float())
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, tta_flip: bool = False) -> np.ndarray:
-        """Foreground probabilities of every slice (2.5D stacks, in batches, sigmoid).
+        """Foreground probabilities of every slice (2.5D stacks, in batches; sigmoid, or softmax less background).
 
         ``tta_flip`` averages with the prediction on the left-right (W) mirrored volume.
 
@@ -95,9 +105,9 @@ class TrainedSegmenter:
         for start in range(0, volume.shape[0], self.batch_size):
             x = volume[neighbours[start : start + self.batch_size]]
             with autocast(self.device, self.precision):
-                prob = torch.sigmoid(self.model(x).float())
+                prob = self._probabilities(self.model(x))
                 if tta_flip:
-                    prob = 0.5 * (prob + torch.sigmoid(self.model(x.flip(-1)).float()).flip(-1))
+                    prob = 0.5 * (prob + self._probabilities(self.model(x.flip(-1))).flip(-1))
             out[:, start : start + x.shape[0]] = prob.transpose(0, 1)
         result = out.cpu().numpy()
         return result[0] if self.classes == 1 else result
@@ -111,7 +121,8 @@ class TrainedSegmenter:
     ) -> np.ndarray:
         """A label map: probability >= ``threshold``, optionally only the largest 3D component of each label.
 
-        Unset arguments take the model's saved defaults (0.5, largest component on, no TTA unless trained so).
+        Softmax models take the argmax over background and structures (``threshold`` is not used). Unset arguments
+        take the model's saved defaults (0.5, largest component on, no TTA unless trained so).
 
         Shape:
             ``(z, H, W)`` float image -> ``(z, H, W)`` uint8 labels (0 background, 1..classes).
@@ -119,7 +130,8 @@ class TrainedSegmenter:
         threshold = self.defaults.get("threshold", 0.5) if threshold is None else threshold
         lcc = self.defaults.get("largest_component", True) if largest_component is None else largest_component
         tta = self.defaults.get("tta_flip", False) if tta_flip is None else tta_flip
-        return probabilities_to_labels(self.predict(image, tta_flip=tta), threshold, lcc)
+        softmax = self.multiclass == "softmax"
+        return probabilities_to_labels(self.predict(image, tta_flip=tta), threshold, lcc, softmax=softmax)
 
     def save(self, directory: str | Path) -> Path:
         """Weights and meta.json (spec, context, classes, domain, defaults) in ``directory``."""
@@ -132,6 +144,7 @@ class TrainedSegmenter:
             "model": self.spec,
             "context": self.context,
             "classes": self.classes,
+            "multiclass": self.multiclass,
             "batch_size": self.batch_size,
             "domain": self.domain,
             "defaults": self.defaults,
@@ -149,9 +162,10 @@ class TrainedSegmenter:
         if meta.get("component") != COMPONENT:
             raise DataError(f"{directory}: not a segmenter model (component '{meta.get('component')}')")
         device = resolve_device(device) if isinstance(device, str) else device
-        model = build_segmenter(meta["model"], meta["context"], meta["classes"])
+        multiclass = meta.get("multiclass", "sigmoid")
+        model = build_segmenter(meta["model"], meta["context"], meta["classes"], multiclass)
         load_checkpoint(directory, {"model": model}, component=COMPONENT, map_location=device)
-        known = {"component", "model", "context", "classes", "batch_size", "domain", "defaults"}
+        known = {"component", "model", "context", "classes", "multiclass", "batch_size", "domain", "defaults"}
         return cls(
             model=model.to(device).eval(),
             spec=meta["model"],
@@ -163,6 +177,7 @@ class TrainedSegmenter:
             domain=meta.get("domain"),
             defaults=meta.get("defaults") or {},
             info={k: v for k, v in meta.items() if k not in known},
+            multiclass=multiclass,
         )
 
 
@@ -183,10 +198,18 @@ def largest_components(labels: np.ndarray) -> np.ndarray:
 
 
 def probabilities_to_labels(
-    probabilities: np.ndarray, threshold: float = 0.5, largest_component: bool = True
+    probabilities: np.ndarray, threshold: float = 0.5, largest_component: bool = True, softmax: bool = False
 ) -> np.ndarray:
-    """``(z, H, W)`` foreground or ``(K, z, H, W)`` per-structure probabilities -> ``(z, H, W)`` uint8 labels."""
-    if probabilities.ndim == 3:
+    """``(z, H, W)`` foreground or ``(K, z, H, W)`` per-structure probabilities -> ``(z, H, W)`` uint8 labels.
+
+    ``softmax``: the probabilities are a softmax's structure channels; the background is what they leave
+    (``1 - sum``) and each voxel takes the argmax class, without a threshold.
+    """
+    if softmax:
+        structures = probabilities[None] if probabilities.ndim == 3 else probabilities
+        background = 1.0 - structures.sum(0, keepdims=True)
+        labels = np.concatenate([background, structures]).argmax(0).astype(np.uint8)
+    elif probabilities.ndim == 3:
         labels = (probabilities >= threshold).astype(np.uint8)
     else:
         best = probabilities.argmax(0)
@@ -195,9 +218,12 @@ def probabilities_to_labels(
 
 
 # -- training ---------------------------------------------------------------------------------------------------
-def build_segmenter(spec: Mapping[str, Any] | str, context: int, classes: int = 1) -> nn.Module:
-    """The registered segmenter ``spec`` with ``2 * context + 1`` input channels."""
-    return SEGMENTERS.build(spec, in_channels=2 * context + 1, classes=classes)
+def build_segmenter(
+    spec: Mapping[str, Any] | str, context: int, classes: int = 1, multiclass: str = "sigmoid"
+) -> nn.Module:
+    """The registered segmenter ``spec`` with ``2 * context + 1`` input channels and ``classes`` outputs (one more,
+    the background, for ``multiclass = "softmax"``)."""
+    return SEGMENTERS.build(spec, in_channels=2 * context + 1, classes=classes + (multiclass == "softmax"))
 
 
 def _domain_settings(domain: Any) -> dict[str, Any] | None:
@@ -216,8 +242,13 @@ def split_cases(n: int, val_fraction: float, seed: int = 0) -> tuple[list[int], 
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
-def targets(masks: Tensor, classes: int) -> Tensor:
-    """Label maps ``(B, 1, H, W)`` -> float targets ``(B, classes, H, W)`` (foreground, or one channel per label)."""
+def targets(masks: Tensor, classes: int, multiclass: str = "sigmoid") -> Tensor:
+    """Label maps ``(B, 1, H, W)`` -> float targets ``(B, classes, H, W)`` (foreground, or one channel per label).
+
+    ``multiclass = "softmax"``: one-hot ``(B, classes + 1, H, W)``, background in channel 0.
+    """
+    if multiclass == "softmax":
+        return torch.cat([(masks == k) for k in range(classes + 1)], dim=1).float()
     if classes == 1:
         return (masks > 0).float()
     return torch.cat([(masks == k) for k in range(1, classes + 1)], dim=1).float()
@@ -237,7 +268,7 @@ def validation_dice(segmenter: TrainedSegmenter, cases: Sequence[Case]) -> float
     """Mean 3D Dice over cases (and structures) at threshold 0.5, without post-processing."""
     scores = []
     for image, mask in cases:
-        labels = probabilities_to_labels(segmenter.predict(image), 0.5, largest_component=False)
+        labels = segmenter.segment(image, threshold=0.5, largest_component=False, tta_flip=False)
         for k in range(1, segmenter.classes + 1):
             scores.append(dice(labels == k, mask == k))
     return float(np.mean(scores))
@@ -297,8 +328,14 @@ def train_segmenter(
 
     generator = seed_everything(seed)
     context = settings.context
-    model = build_segmenter(spec, context, classes).to(device)
+    multiclass = settings.multiclass
+    model = build_segmenter(spec, context, classes, multiclass).to(device)
     loss_fn = LOSSES.build(settings.loss)
+    if getattr(loss_fn, "softmax", False) and multiclass != "softmax":
+        raise ConfigError(
+            f"segmentation.loss '{settings.loss.get('name')}' is a softmax loss: set segmentation.multiclass = "
+            "'softmax', or use bce / dice / bce_dice"
+        )
     from da_seg.augment import build_augmentation
 
     augment = build_augmentation(settings.augment)
@@ -319,8 +356,11 @@ def train_segmenter(
             "largest_component": settings.largest_component,
             "tta_flip": settings.tta_flip,
         },
+        multiclass=multiclass,
     )
     identity = {"model": spec, "context": context, "classes": classes}
+    if multiclass != "sigmoid":  # older checkpoints have no such key: they are sigmoid ones
+        identity["multiclass"] = multiclass
     log = ScalarLog(workdir / "log.jsonl")
     start, best = 0, -1.0
     state = load_state(workdir / "last")
@@ -349,7 +389,7 @@ def train_segmenter(
                 images, masks = bank.batch(next(batches))
                 images, masks = augment(images, masks)
                 with autocast(device, precision):
-                    loss = loss_fn(model(images), targets(masks, classes))
+                    loss = loss_fn(model(images), targets(masks, classes, multiclass))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

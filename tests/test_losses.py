@@ -127,3 +127,31 @@ def test_build_loss_forms() -> None:
         build_loss({"mse": 1.0, "sim": 1.0})
     with pytest.raises(ConfigError, match="numbers"):
         build_loss({"mse": "a lot"})
+
+
+def test_softmax_losses_by_hand() -> None:
+    assert {"ce", "softmax_dice", "ce_dice"} <= set(LOSSES.names())
+    # three classes, equal logits: CE = log 3 whatever the true class
+    target = torch.zeros(1, 3, 1, 1)
+    target[0, 0] = 1.0
+    assert LOSSES.build("ce")(torch.zeros(1, 3, 1, 1), target).item() == pytest.approx(np.log(3))
+    # background + one structure, two pixels, p = 0.5 everywhere; the structure holds pixel 0:
+    # Dice = (2 * 0.5 + 1) / (0.5 + 0.5 + 1 + 1) = 2/3 (background left out), CE = log 2
+    logits = torch.zeros(1, 2, 1, 2)
+    target = torch.tensor([[[[0.0, 1.0]], [[1.0, 0.0]]]])
+    assert LOSSES.build("softmax_dice")(logits, target).item() == pytest.approx(1 / 3)
+    assert LOSSES.build("ce_dice")(logits, target).item() == pytest.approx(np.log(2) + 1 / 3)
+    # confident and right: both near 0
+    good = torch.tensor([[[[-20.0, 20.0]], [[20.0, -20.0]]]])
+    assert LOSSES.build("ce_dice")(good, target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ce_class_weights_and_fp32_under_bf16() -> None:
+    logits = torch.tensor([[[[2.0]], [[0.0]]]]).repeat(2, 1, 1, 1)
+    target = torch.tensor([[[[1.0]], [[0.0]]], [[[0.0]], [[1.0]]]])
+    per_pixel = [np.log(1 + np.exp(-2.0)), np.log(1 + np.exp(2.0))]
+    weighted = LOSSES.build({"name": "ce", "weight": [1.0, 3.0]})(logits, target).item()
+    assert weighted == pytest.approx((1 * per_pixel[0] + 3 * per_pixel[1]) / 2)  # mean over the 2 pixels
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = LOSSES.build("ce_dice")(logits.bfloat16(), target)
+    assert loss.dtype == torch.float32

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from da_seg.cli import app
 from da_seg.config import SegmentationConfig
 from da_seg.data import Domain
-from da_seg.errors import DataError
+from da_seg.errors import ConfigError, DataError
+from da_seg.metrics.segmentation import dice
 from da_seg.registry import INTENSITIES
 from da_seg.segmentation import (
     TrainedSegmenter,
@@ -213,3 +214,39 @@ def test_a_model_without_domain_cannot_predict_files(tmp_path) -> None:
     write_volume(Volume(np.zeros((4, 16, 16), np.int16)), tmp_path / "ct.nii.gz")
     with pytest.raises(DataError, match="no saved data domain"):
         predict_file(trained, tmp_path / "ct.nii.gz", tmp_path / "m.nii.gz")
+
+
+def test_softmax_targets_and_argmax_labels() -> None:
+    masks = torch.tensor([[[[0, 1], [2, 1]]]], dtype=torch.uint8)
+    one_hot = targets(masks, 2, "softmax")
+    assert one_hot.shape == (1, 3, 2, 2)
+    assert one_hot[0].argmax(0).tolist() == [[0, 1], [2, 1]] and one_hot.sum(1).eq(1).all()
+    # structure probabilities of three voxels; the background is what they leave
+    prob = np.array([[[[0.3, 0.2, 0.6]]], [[[0.3, 0.45, 0.1]]]], np.float32)  # (K=2, z=1, 1, 3)
+    assert probabilities_to_labels(prob, softmax=True, largest_component=False).tolist() == [[[0, 2, 1]]]
+    # a threshold of 0.5 would call the middle voxel background: softmax mode does not threshold
+    assert probabilities_to_labels(prob, 0.5, largest_component=False).tolist() == [[[0, 0, 1]]]
+    binary = np.array([[[0.4, 0.6]]], np.float32)  # one structure: argmax is p >= 0.5
+    assert probabilities_to_labels(binary, softmax=True, largest_component=False).tolist() == [[[0, 1]]]
+
+
+def test_softmax_mode_trains_saves_and_segments(tmp_path) -> None:
+    cases = [blob_case(i, labels=2) for i in range(4)]
+    options = settings(epochs=4, multiclass="softmax", loss={"name": "ce_dice"})
+    trained = train_segmenter(
+        TINY, cases[:3], options, workdir=tmp_path, classes=2, iterations_per_epoch=20, progress=False
+    )
+    image, mask = cases[3]
+    assert trained.multiclass == "softmax"
+    assert trained.model(torch.zeros(1, 3, 16, 16)).shape == (1, 3, 16, 16)  # background + 2 structures
+    prob = trained.predict(image)
+    assert prob.shape == (2, 5, 16, 16) and prob.sum(0).max() <= 1 + 1e-5
+    labels = trained.segment(image)
+    assert dice(labels == 1, mask == 1) > 0.6
+    again = TrainedSegmenter.load(tmp_path / "model", "cpu")
+    assert again.multiclass == "softmax" and np.array_equal(again.segment(image), labels)
+
+
+def test_a_softmax_loss_needs_softmax_mode(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="multiclass"):
+        train_segmenter(TINY, [blob_case(0)], settings(loss={"name": "ce"}), workdir=tmp_path, progress=False)

@@ -158,7 +158,8 @@ def evaluate_case(
 
     Returns:
         ``{metric: value}`` when one structure is scored, else ``{"<name>_<metric>": value}`` with ``name`` the
-        label's name (or its value).
+        label's name (or its value) followed by ``{metric: mean over the structures}``, so that summaries and
+        figures reading ``dice`` or ``hd95`` work for any number of structures.
     """
     from da_seg.registry import METRICS
 
@@ -175,6 +176,9 @@ def evaluate_case(
         pred, ref = prediction == value, reference == value
         for metric, fn in functions.items():
             row[metric if single else f"{name}_{metric}"] = float(fn(pred, ref, tuple(spacing_zyx)))
+    if not single:
+        for metric in functions:
+            row[metric] = float(np.mean([row[f"{name}_{metric}"] for name in labels.values()]))
     return row
 
 

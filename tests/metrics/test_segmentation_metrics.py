@@ -134,8 +134,8 @@ def test_evaluate_case_multi_label_summary_and_csv(tmp_path) -> None:
     pred = ref.copy()
     pred[pred == 2] = 0  # structure 2 missed
     row = evaluate_case(pred, ref, (1.0, 1.0, 1.0), metrics=("dice", "rvd"), labels={1: "a", 2: "b"})
-    assert row == {"a_dice": 1.0, "a_rvd": 0.0, "b_dice": 0.0, "b_rvd": -1.0}
-    assert evaluate_case(pred, ref, (1.0, 1.0, 1.0), metrics=("dice",)) == {"1_dice": 1.0, "2_dice": 0.0}
+    assert row == {"a_dice": 1.0, "a_rvd": 0.0, "b_dice": 0.0, "b_rvd": -1.0, "dice": 0.5, "rvd": -0.5}
+    assert evaluate_case(pred, ref, (1.0, 1.0, 1.0), metrics=("dice",)) == {"1_dice": 1.0, "2_dice": 0.0, "dice": 0.5}
     assert evaluate_case(ref > 0, ref > 0, (1.0, 1.0, 1.0), metrics=("dice",)) == {"dice": 1.0}
     rows = [{"case": "x", "dice": 0.8}, {"case": "y", "dice": 0.6}]
     summary = summarise(rows)
