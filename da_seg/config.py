@@ -127,7 +127,7 @@ class RuntimeConfig(Strict):
 class Config(Strict):
     """A whole ``daseg run``: task, data, translator, segmenter, runtime."""
 
-    task: str = Field(..., description="registered task name, e.g. 'prostate_mr2ct'")
+    task: str = Field(..., description="registered task name (`daseg plugins` lists them)")
     name: str | None = Field(None, description="run name; default: the config file's stem")
     seed: int = 0
     output: Path = Field(Path("runs"), description="parent folder of run directories (relative to the cwd)")
