@@ -208,6 +208,8 @@ def write_report(
 
     sections: list[tuple[str, str, str]] = []
     header = ["method", "training data", "test data", "cases", "Dice", "HD95 (mm)", "ASSD (mm)"]
+    if len(task.labels) > 1:  # evaluate_case averages each metric over the structures
+        header[4:] = [f"{h}, mean of {len(task.labels)} structures" for h in header[4:]]
     summary = summary_rows(rows)
     sections.append(("Segmentation (Table 1)", _md_table(header, summary), _html_table(header, summary)))
     if len(task.labels) > 1:
