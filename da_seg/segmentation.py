@@ -36,13 +36,20 @@ from da_seg.slices import SliceBank, neighbour_index
 from da_seg.training import (
     ScalarLog,
     autocast,
+    barrier,
+    dist_info,
+    grad_scaler,
+    is_main,
     load_checkpoint,
     load_state,
+    prepare_module,
     progress_bar,
     read_json,
     resolve_device,
     save_checkpoint,
     seed_everything,
+    shard,
+    to_layout,
 )
 
 COMPONENT = "segmenter"
@@ -67,6 +74,7 @@ class TrainedSegmenter:
         defaults: inference defaults (``threshold``, ``largest_component``, ``tta_flip``).
         info: training facts kept in meta.json (epochs, best validation Dice, ...).
         multiclass: ``"sigmoid"`` (``classes`` channels) or ``"softmax"`` (``classes + 1``, background first).
+        channels_last: run `predict` in NHWC memory layout (faster convolutions on CPU and tensor cores).
     """
 
     model: nn.Module
@@ -80,6 +88,7 @@ class TrainedSegmenter:
     defaults: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     multiclass: str = "sigmoid"
+    channels_last: bool = False
 
     def _probabilities(self, logits: Tensor) -> Tensor:
         """Per-structure probabilities ``(B, classes, H, W)``: sigmoid, or softmax without its background."""
@@ -87,7 +96,7 @@ class TrainedSegmenter:
             return torch.softmax(logits.float(), dim=1)[:, 1:]
         return torch.sigmoid(logits.float())
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, image: np.ndarray, tta_flip: bool = False) -> np.ndarray:
         """Foreground probabilities of every slice (2.5D stacks, in batches; sigmoid, or softmax less background).
 
@@ -99,11 +108,13 @@ class TrainedSegmenter:
         if image.ndim != 3:
             raise DataError(f"predict needs a (z, H, W) volume, got shape {image.shape}")
         self.model.eval()
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         volume = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32), device=self.device)
         neighbours = torch.as_tensor(neighbour_index(volume.shape[0], self.context), device=self.device)
         out = torch.empty((self.classes, *volume.shape), dtype=torch.float32, device=self.device)
         for start in range(0, volume.shape[0], self.batch_size):
-            x = volume[neighbours[start : start + self.batch_size]]
+            x = to_layout(volume[neighbours[start : start + self.batch_size]], self.channels_last)
             with autocast(self.device, self.precision):
                 prob = self._probabilities(self.model(x))
                 if tta_flip:
@@ -154,9 +165,16 @@ class TrainedSegmenter:
 
     @classmethod
     def load(
-        cls, directory: str | Path, device: str | torch.device = "auto", precision: str = "fp32"
+        cls,
+        directory: str | Path,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        channels_last: bool = False,
     ) -> TrainedSegmenter:
-        """Rebuild the network from meta.json and load its weights (refuses other components' checkpoints)."""
+        """Rebuild the network from meta.json and load its weights (refuses other components' checkpoints).
+
+        ``precision`` and ``channels_last`` choose how `predict` runs (``runtime.precision`` / ``channels_last``).
+        """
         directory = Path(directory)
         meta = read_json(directory / "meta.json")
         if meta.get("component") != COMPONENT:
@@ -178,6 +196,7 @@ class TrainedSegmenter:
             defaults=meta.get("defaults") or {},
             info={k: v for k, v in meta.items() if k not in known},
             multiclass=multiclass,
+            channels_last=channels_last,
         )
 
 
@@ -294,6 +313,8 @@ def train_segmenter(
     iterations_per_epoch: int | None = None,
     domain: Any = None,
     progress: bool = True,
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> TrainedSegmenter:
     """Train a segmenter on ``(image, mask)`` cases; returns the best model (also saved in ``workdir/model``).
 
@@ -311,6 +332,14 @@ def train_segmenter(
         domain: the data domain (a `da_seg.data.Domain` or its ``settings`` dict) saved with the model, so
             `predict_file` can prepare a raw image exactly as the training images were.
         progress: show the rich progress bar.
+        channels_last: NHWC memory layout for weights and batches (``runtime.channels_last``).
+        compile: ``torch.compile`` the training network (``runtime.compile``).
+
+    Under torchrun (`da_seg.training.init_distributed`) every rank trains a DDP replica: all ranks draw the same
+    seeded global batch of ``world * batch_size`` slices and each takes its share ``[rank::world]``, gradients are
+    averaged, so a step equals one process on the global batch for a batch-mean loss (``bce``; a Dice term over
+    the batch is computed per rank). An epoch is one pass over the slices globally. Rank 0 alone writes the log
+    and checkpoints; the others wait for it before loading the result.
     """
     settings = settings or SegmentationConfig()
     spec = {"name": model_spec} if isinstance(model_spec, str) else dict(model_spec)
@@ -341,7 +370,10 @@ def train_segmenter(
     augment = build_augmentation(settings.augment)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     bank = SliceBank([im for im, _ in train], [m for _, m in train], context=context, device=device)
-    iters = iterations_per_epoch or max(1, math.ceil(len(bank) / settings.batch_size))
+    dist = dist_info()
+    global_batch = settings.batch_size * dist.world
+    iters = iterations_per_epoch or max(1, math.ceil(len(bank) / global_batch))
+    main = is_main()
     segmenter = TrainedSegmenter(
         model=model,
         spec=spec,
@@ -357,6 +389,7 @@ def train_segmenter(
             "tta_flip": settings.tta_flip,
         },
         multiclass=multiclass,
+        channels_last=channels_last,
     )
     identity = {"model": spec, "context": context, "classes": classes}
     if multiclass != "sigmoid":  # older checkpoints have no such key: they are sigmoid ones
@@ -377,22 +410,27 @@ def train_segmenter(
         torch.set_rng_state(state["torch_rng"])
         start, best = int(state["epoch"]), float(state["best"])
 
-    batches = _batches(len(bank), settings.batch_size, generator)
+    model, train_model = prepare_module(model, device, channels_last, compile)
+    if dist.distributed:  # same initial weights (DDP broadcasts rank 0's), different augmentations per rank
+        torch.manual_seed(seed + 7919 * dist.rank)
+    scaler = grad_scaler(device, precision)
+    batches = _batches(len(bank), global_batch, generator)
     bar = progress_bar(transient=True)
-    bar.disable = not progress
+    bar.disable = not (progress and main)
     with bar:
         task = bar.add_task("segmenter", total=settings.epochs * iters, completed=start * iters, status="")
         for epoch in range(start, settings.epochs):
             model.train()
             tic, total = time.perf_counter(), 0.0
             for _ in range(iters):
-                images, masks = bank.batch(next(batches))
+                images, masks = bank.batch(shard(next(batches)))
                 images, masks = augment(images, masks)
                 with autocast(device, precision):
-                    loss = loss_fn(model(images), targets(masks, classes, multiclass))
+                    loss = loss_fn(train_model(to_layout(images, channels_last)), targets(masks, classes, multiclass))
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 value = float(loss.detach())
                 total += value
                 bar.update(task, advance=1, status=f"epoch {epoch + 1} loss {value:.4f}")
@@ -400,12 +438,16 @@ def train_segmenter(
             if val:
                 scores["val_dice"] = validation_dice(segmenter, val)
             scores["seconds"] = time.perf_counter() - tic
-            log.write(**scores)
+            if main:
+                log.write(**scores)
             improved = not val or scores["val_dice"] > best
             if improved:
                 best = scores.get("val_dice", -1.0)
                 segmenter.info = {"epoch": epoch + 1, "best_val_dice": scores.get("val_dice")}
-                segmenter.save(workdir / "model")
+                if main:
+                    segmenter.save(workdir / "model")
+            if not main:
+                continue
             save_checkpoint(
                 workdir / "last",
                 {"model": model},
@@ -418,7 +460,8 @@ def train_segmenter(
                     "torch_rng": torch.get_rng_state(),
                 },
             )
-    result = TrainedSegmenter.load(workdir / "model", device=device, precision=precision)
+    barrier()  # rank 0 has written the model
+    result = TrainedSegmenter.load(workdir / "model", device=device, precision=precision, channels_last=channels_last)
     result.info["history"] = log.read()
     return result
 

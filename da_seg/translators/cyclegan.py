@@ -16,6 +16,11 @@ translation.
 state: `fit` resumes from it and continues from the saved epoch), ``epoch_NNNN/`` snapshots (the newest
 ``keep_checkpoints``; each loads with `load_translator`), ``log.jsonl`` (scalars) and ``samples/epoch_NNNN.png``
 (rows of source | translated | reconstructed source).
+
+Under torchrun every rank trains DDP replicas of the four networks: all ranks draw the same seeded global batch of
+``world * batch_size`` slices and each takes its share ``[rank::world]``; gradients are averaged, so a step equals
+one process on the global batch. Rank 0 alone writes ``workdir``; an epoch keeps its number of steps (each step
+sees ``world`` times more slices).
 """
 
 from __future__ import annotations
@@ -39,13 +44,20 @@ from da_seg.slices import SliceBank, stack_25d
 from da_seg.training import (
     ScalarLog,
     autocast,
+    barrier,
+    dist_info,
+    grad_scaler,
+    is_main,
     load_checkpoint,
     load_state,
+    prepare_module,
     progress_bar,
     read_json,
     resolve_device,
     save_checkpoint,
     seed_everything,
+    shard,
+    to_layout,
 )
 from da_seg.translators import META, check_volume
 from da_seg.translators.networks import PatchDiscriminator, build_generator, init_weights
@@ -68,7 +80,7 @@ class ImagePool:
 
     def query(self, images: Tensor, generator: torch.Generator) -> Tensor:
         if self.size <= 0:
-            return images
+            return images.detach()  # the generator's graph is freed after its step
         out = []
         for image in images.detach():
             if len(self.images) < self.size:
@@ -191,7 +203,9 @@ class CycleGAN:
             init_weights(net)
         self.device = torch.device("cpu")
         self.precision = "fp32"
+        self.channels_last = False
         self.epoch = 0  # epochs trained so far
+        self._train_nets: dict[str, nn.Module] = {}  # DDP/compiled wrappers used by `_step` (set by `fit`)
 
     @property
     def networks(self) -> dict[str, nn.Module]:
@@ -218,7 +232,10 @@ class CycleGAN:
         device: torch.device | str = "cpu",
         precision: str = "fp32",
         seed: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> CycleGAN:
+        """Train on unpaired source and target volumes; ``channels_last`` and ``compile`` are the runtime switches."""
         if not source or not target:
             raise DataError("cyclegan: fit needs at least one source and one target volume")
         dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
@@ -248,22 +265,31 @@ class CycleGAN:
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, self.lr_factor)
         sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, self.lr_factor)
         pool_a, pool_b = ImagePool(cfg["pool_size"]), ImagePool(cfg["pool_size"])
-        scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
+        scaler = grad_scaler(dev, precision)
         gan = LSGANLoss()
+        main, dist = is_main(), dist_info()
         workdir = None if workdir is None else Path(workdir)
-        log = None if workdir is None else ScalarLog(workdir / "log.jsonl")
+        log = None if workdir is None or not main else ScalarLog(workdir / "log.jsonl")
         samples = bank_a.batch(_spread(len(bank_a), 4, dev))[0]
 
         start = 0
         if workdir is not None and (workdir / "last" / META).exists():
             start = self._resume(workdir / "last", opt_g, opt_d, sched_g, sched_d, pool_a, pool_b, generator, scaler)
+        self.channels_last = channels_last
+        for name, net in self.networks.items():
+            plain, self._train_nets[name] = prepare_module(net, dev, channels_last, compile)
+            setattr(self, name, plain)
+        if dist.distributed:  # same weights (DDP broadcasts rank 0's), different augmentations per rank
+            torch.manual_seed(seed + 7919 * dist.rank)
 
         def sample(bank: SliceBank, augment: Any) -> Tensor:
-            index = torch.randint(len(bank), (cfg["batch_size"],), generator=generator)
+            index = shard(torch.randint(len(bank), (cfg["batch_size"] * dist.world,), generator=generator))
             images, _ = augment(bank.batch(index)[0])
-            return images if crop is None else crop(images)
+            return to_layout(images if crop is None else crop(images), channels_last)
 
-        with progress_bar(transient=True) as progress:
+        progress = progress_bar(transient=True)
+        progress.disable = not main
+        with progress:
             task = progress.add_task("cyclegan", total=(self.epochs - start) * iterations, status="")
             for epoch in range(start, self.epochs):
                 sums: dict[str, float] = {}
@@ -288,10 +314,12 @@ class CycleGAN:
                     log.write(
                         kind="epoch", epoch=self.epoch, lr=lr, seconds=seconds, it_per_s=iterations / seconds, **means
                     )
-                if workdir is not None:
+                if workdir is not None and main:
                     self._checkpoint(
                         workdir, opt_g, opt_d, sched_g, sched_d, pool_a, pool_b, generator, scaler, samples
                     )
+        barrier()  # rank 0 has written its checkpoints
+        self._train_nets = {}
         for net in self.networks.values():
             net.eval()
         return self
@@ -312,23 +340,25 @@ class CycleGAN:
         cfg = self.config
         for net in self.networks.values():
             net.train()
-        # Generators; the discriminators' parameters are frozen so no gradient is kept for them.
+        # The networks to call: DDP/compiled wrappers while `fit` runs (the plain ones otherwise).
+        g_ab, g_ba = (self._train_nets.get(k, self.networks[k]) for k in GENERATORS)
+        d_a, d_b = (self._train_nets.get(k, self.networks[k]) for k in ("d_a", "d_b"))
+        # Generators; the discriminators' parameters are frozen so no gradient is kept for them (and the plain
+        # discriminators are called: a DDP replica would wait for gradients that never come).
         self.d_a.requires_grad_(False)
         self.d_b.requires_grad_(False)
         opt_g.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
-            fake_b = self.g_ab(real_a)
-            rec_a = self.g_ba(fake_b)
-            fake_a = self.g_ba(real_b)
-            rec_b = self.g_ab(fake_a)
+            fake_b = g_ab(real_a)
+            rec_a = g_ba(fake_b)
+            fake_a = g_ba(real_b)
+            rec_b = g_ab(fake_a)
             adv = gan.generator(self.d_b(fake_b)) + gan.generator(self.d_a(fake_a))
             cycle = self.cycle(rec_a, real_a) + self.cycle(rec_b, real_b)
             total = adv + cfg["cycle_weight"] * cycle
             identity = torch.zeros((), device=self.device)
             if cfg["identity_weight"]:
-                identity = (self.g_ab(real_b).float() - real_b).abs().mean() + (
-                    self.g_ba(real_a).float() - real_a
-                ).abs().mean()
+                identity = (g_ab(real_b).float() - real_b).abs().mean() + (g_ba(real_a).float() - real_a).abs().mean()
                 total = total + cfg["identity_weight"] * identity
         scaler.scale(total).backward()
         scaler.step(opt_g)
@@ -337,8 +367,8 @@ class CycleGAN:
         self.d_b.requires_grad_(True)
         opt_d.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
-            d_b = gan.discriminator(self.d_b(real_b), self.d_b(pool_b.query(fake_b, generator)))
-            d_a = gan.discriminator(self.d_a(real_a), self.d_a(pool_a.query(fake_a, generator)))
+            d_b = gan.discriminator(d_b(real_b), d_b(pool_b.query(fake_b, generator)))
+            d_a = gan.discriminator(d_a(real_a), d_a(pool_a.query(fake_a, generator)))
         scaler.scale(d_a + d_b).backward()
         scaler.step(opt_d)
         scaler.update()
