@@ -3,6 +3,11 @@
 Every stage writes into the run directory and leaves a ``done.json`` holding a fingerprint of the settings it
 depends on (its own and its inputs'). ``--resume`` reuses a stage whose fingerprint matches; the translator and the
 segmenters also resume mid-training from their last checkpoint. ``--force`` starts the run directory afresh.
+
+Under ``torchrun --nproc_per_node N -m da_seg run CONFIG`` every rank runs the stages: the translator and segmenter
+stages train DDP replicas together (``collective`` stages); rank 0 alone prepares the data cache, writes the run
+directory, logs, checkpoints, SynCT, predictions, metrics and the report, while the other ranks wait at barriers.
+The run directory must be on a file system every rank sees (one node, or a shared mount across nodes).
 """
 
 from __future__ import annotations
@@ -29,7 +34,19 @@ from da_seg.metrics.segmentation import evaluate_case
 from da_seg.registry import INTENSITIES, METRICS, TRANSLATORS
 from da_seg.segmentation import TrainedSegmenter, train_segmenter
 from da_seg.task import Task
-from da_seg.training import os_error, read_json, resolve_device, seed_everything, set_deterministic, write_json
+from da_seg.training import (
+    barrier,
+    broadcast_object,
+    init_distributed,
+    is_main,
+    local_device,
+    os_error,
+    read_json,
+    resolve_device,
+    seed_everything,
+    set_deterministic,
+    write_json,
+)
 from da_seg.translators import load_translator, save_domains
 from da_seg.volume import read_volume, resample_to, write_volume
 
@@ -160,27 +177,36 @@ class Stages:
         self.run_dir, self.resume, self.keyed = run_dir, resume, keyed
         self.timings: dict[str, float] = {}
 
-    def run(self, name: str, key: str, work: Callable[[Path], Any]) -> Path:
+    def run(self, name: str, key: str, work: Callable[[Path], Any], collective: bool = False) -> Path:
         """Run ``work(folder)`` unless ``folder`` holds a finished stage with this ``key`` (and resuming).
 
-        With ``keyed=True`` (studies) folders are named ``name-key`` so variations share identical stages.
+        With ``keyed=True`` (studies) folders are named ``name-key`` so variations share identical stages. Under
+        torchrun, rank 0 decides whether to reuse the stage and writes its marker; ``collective`` work (DDP
+        training) runs on every rank, other work on rank 0 only, and every rank leaves together.
         """
         folder = self.run_dir / (f"{name}-{key}" if self.keyed else name)
         marker = folder / "done.json"
-        if self.resume and marker.exists() and read_json(marker).get("fingerprint") == key:
+        main = is_main()
+        reuse = main and self.resume and marker.exists() and read_json(marker).get("fingerprint") == key
+        if broadcast_object(reuse):
             self.timings[name] = read_json(marker).get("seconds", 0.0)
             return folder
-        if marker.exists():
-            marker.unlink()
-        folder.mkdir(parents=True, exist_ok=True)
+        if main:
+            if marker.exists():
+                marker.unlink()
+            folder.mkdir(parents=True, exist_ok=True)
+        barrier()
         start = time.perf_counter()
         try:
-            work(folder)
+            if collective or main:
+                work(folder)
         except OSError as err:  # a full disk or a read-only folder is the user's to fix: one line naming the stage
             raise (os_error(err, folder) or err) from None
         seconds = time.perf_counter() - start
         self.timings[name] = seconds
-        write_json(marker, {"fingerprint": key, "seconds": seconds})
+        if main:
+            write_json(marker, {"fingerprint": key, "seconds": seconds})
+        barrier()
         return folder
 
 
@@ -211,6 +237,10 @@ def open_run_dir(config: Config, *, resume: bool, force: bool) -> Path:
     run_dir = config.output / config.run_name
     if run_dir.exists() and any(run_dir.iterdir()) and not (resume or force):
         raise DasegError(f"run directory {run_dir} exists; pass --resume to continue it or --force to redo it")
+    barrier()  # every rank has checked before rank 0 changes anything
+    if not is_main():
+        barrier()  # rank 0 writes the run directory
+        return run_dir
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     try:
@@ -229,6 +259,7 @@ def open_run_dir(config: Config, *, resume: bool, force: bool) -> Path:
             "device": str(resolve_device(config.runtime.device)),
         },
     )
+    barrier()
     return run_dir
 
 
@@ -262,19 +293,27 @@ class Upstream:
 def prepare_upstream(config: Config, stages: Stages) -> Upstream:
     """Data -> translator -> SynCT, each stage reused when its fingerprint matches."""
     task = get_task(config)
-    device = resolve_device(config.runtime.device)
+    device = local_device(resolve_device(config.runtime.device))
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
     seed_everything(config.seed)
     set_deterministic(config.runtime.deterministic)
     start = time.perf_counter()
-    folders = resolve_data(config, task)
-    dataset = prepare_dataset(config, task, folders, config.data.cache or stages.run_dir / "cache")
+    cache = config.data.cache or stages.run_dir / "cache"
+    if is_main():  # rank 0 writes the phantom and the prepared cache; the others then read them
+        folders = resolve_data(config, task)
+        dataset = prepare_dataset(config, task, folders, cache)
+    barrier()
+    if not is_main():
+        folders = resolve_data(config, task)
+        dataset = prepare_dataset(config, task, folders, cache)
     stages.timings["data"] = time.perf_counter() - start
     data_key = fingerprint(config.data.model_dump(mode="json"), config.task, config.seed)
 
     translator_key = fingerprint(data_key, config.translator, config.runtime.precision)
-    translator_dir = stages.run("translator", translator_key, lambda d: _fit_translator(config, dataset, d, device))
+    translator_dir = stages.run(
+        "translator", translator_key, lambda d: _fit_translator(config, dataset, d, device), collective=True
+    )
     translator = load_translator(translator_dir / "model", device=device)
     synct_key = fingerprint(translator_key)
     synct_dir = stages.run(SYNCT, synct_key, lambda d: _synthesize(translator, dataset, d))
@@ -316,6 +355,7 @@ def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True
 def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -> RunResult:
     """Run every stage of the configured pipeline and write the report; returns where things are."""
     validate(config)
+    init_distributed(config.runtime.device)  # joins torchrun's process group; nothing without torchrun
     run_dir = open_run_dir(config, resume=resume, force=force)
     stages = Stages(run_dir, resume)
     up = prepare_upstream(config, stages)
@@ -326,6 +366,9 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
     evaluation_dir = stages.run("evaluation", eval_key, lambda d: write_metrics(d, evaluate_methods(up, methods, d)))
     rows = read_json(evaluation_dir / "metrics.json")
     fidelity = _fidelity(up)
+    if not is_main():  # rank 0 writes the report
+        barrier()
+        return RunResult(run_dir, run_dir / "report.html", rows, stages.timings)
 
     from da_seg.report import write_report
 
@@ -339,18 +382,30 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
         examples=_examples(up.dataset, up.synct_test, methods),
     )
     write_json(run_dir / "timings.json", stages.timings)
+    barrier()
     return RunResult(run_dir, report, rows, stages.timings)
 
 
 def _fit_translator(config: Config, dataset: Dataset, folder: Path, device: torch.device) -> None:
+    import inspect
+
     translator = TRANSLATORS.build(config.translator)
     source = [c.image for c in dataset.source_train + dataset.source_test]
     target = [c.image for c in dataset.target]
+    accepted = inspect.signature(translator.fit).parameters
+    layout = {k: getattr(config.runtime, k) for k in ("channels_last", "compile") if k in accepted}
     translator.fit(
-        source, target, workdir=folder / "work", device=device, precision=config.runtime.precision, seed=config.seed
+        source,
+        target,
+        workdir=folder / "work",
+        device=device,
+        precision=config.runtime.precision,
+        seed=config.seed,
+        **layout,
     )
-    translator.save(folder / "model")
-    save_domains(folder / "model", dataset.source_domain, dataset.target_domain)
+    if is_main():
+        translator.save(folder / "model")
+        save_domains(folder / "model", dataset.source_domain, dataset.target_domain)
 
 
 def _synthesize(translator: Any, dataset: Dataset, folder: Path) -> None:
@@ -382,11 +437,17 @@ def _train(up: Upstream, name: str, key: str, seg: Any, cases: list[PreparedCase
             precision=up.config.runtime.precision,
             seed=up.config.seed,
             classes=up.task.classes,
+            channels_last=up.config.runtime.channels_last,
+            compile=up.config.runtime.compile,
         )
-        model.save(folder / "model")
+        if is_main():
+            model.save(folder / "model")
 
-    folder = up.stages.run(name, key, work)
-    return TrainedSegmenter.load(folder / "model", device=up.device)
+    folder = up.stages.run(name, key, work, collective=True)
+    runtime = up.config.runtime
+    return TrainedSegmenter.load(
+        folder / "model", device=up.device, precision=runtime.precision, channels_last=runtime.channels_last
+    )
 
 
 def _segment(seg: Any, model: TrainedSegmenter, image: np.ndarray) -> np.ndarray:
