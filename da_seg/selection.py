@@ -371,6 +371,9 @@ class MeanEntropy:
 class FlipAgreement:
     """Mean Dice between each volume's labels and the mirrored-back labels of its mirror image (higher is better).
 
+    A structure found in neither scores 0, not 1: whole target scans contain the structures, and a segmenter that
+    finds nothing must not win by agreeing with itself.
+
     Args:
         axis: the flipped axis of ``(z, H, W)``: -1 mirrors left-right.
         threshold: probability threshold of the labels.
@@ -388,7 +391,7 @@ class FlipAgreement:
             plain = _probabilities(candidate, volume) >= self.threshold
             mirrored = np.ascontiguousarray(np.flip(volume, self.axis))
             back = np.flip(_probabilities(candidate, mirrored) >= self.threshold, self.axis)
-            scores += [_dice(plain[k], back[k]) for k in range(plain.shape[0])]
+            scores += [_dice(plain[k], back[k]) if plain[k].any() or back[k].any() else 0.0 for k in range(len(plain))]
         return float(np.mean(scores))
 
 
@@ -557,6 +560,12 @@ class CheckpointAudit:
             return (
                 f"Criteria reaching Spearman rho >= {threshold} with the true Dice over {n} checkpoints: {listing}."
                 + few
+            )
+        truth = [r["true_dice"] for r in self.rows]
+        if truth and max(truth) == min(truth):
+            return (
+                f"The true Dice is {truth[0]:.3f} for all {n} checkpoints, so no criterion's ranking can be checked "
+                "(train the translator or the audit segmenters longer)." + few
             )
         best = max((c for c in self.correlations if not math.isnan(c["rho"])), key=lambda c: c["rho"], default=None)
         closest = f" The closest is {best['criterion']} (rho {best['rho']:.2f})." if best else ""

@@ -145,6 +145,25 @@ def test_mean_entropy_and_flip_agreement_hand_computed() -> None:
         return out
 
     assert flip.score(Fixed(left_half), target=volumes) == 0.0
+    assert flip.score(Fixed(np.zeros_like), target=volumes) == 0.0  # finding nothing is no agreement
+
+
+def test_audit_verdicts() -> None:
+    def corr(name, rho):
+        return {"criterion": name, "rho": rho}
+
+    rows = [{"checkpoint": f"epoch_{i:04d}", "true_dice": d} for i, d in enumerate([0.5, 0.7, 0.6, 0.8, 0.2, 0.4])]
+    good = CheckpointAudit(rows, [corr("kid", 0.83), corr("cycle_error", 0.2)])
+    assert (
+        good.verdict() == "Criteria reaching Spearman rho >= 0.6 with the true Dice over 6 checkpoints: kid (rho 0.83)."
+    )
+    bad = CheckpointAudit(rows[:3], [corr("kid", 0.5), corr("cycle_error", math.nan)])
+    assert bad.verdict().startswith(
+        "No label-free criterion reaches Spearman rho >= 0.6 with the true Dice over 3 checkpoints. "
+        "The closest is kid (rho 0.50). Only 3 checkpoints"
+    )
+    flat = CheckpointAudit([{**r, "true_dice": 0.0} for r in rows], [corr("kid", math.nan)])
+    assert flat.verdict().startswith("The true Dice is 0.000 for all 6 checkpoints")
 
 
 def test_snd_hand_computed_and_prefers_confident_predictions() -> None:
