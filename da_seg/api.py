@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,15 +50,29 @@ def build_components(config: Config | str | Path) -> Components:
     config = as_config(config)
     task = get_task(config)
     seg = config.segmentation
-    return Components(
-        task=task,
-        source_intensity=INTENSITIES.build(config.data.source_intensity or task.source_intensity),
-        target_intensity=INTENSITIES.build(config.data.target_intensity or task.target_intensity),
-        translator=TRANSLATORS.build(config.translator),
-        segmenter=SEGMENTERS.build(seg.model, in_channels=2 * seg.context + 1, classes=task.classes),
-        loss=LOSSES.build(seg.loss),
-        augmentations=build_augmentation(seg.augment).modules(tuple(config.data.size or task.size)),
-    )
+    size = tuple(config.data.size or task.size)
+    with config_key("data.source_intensity"):
+        source_intensity = INTENSITIES.build(config.data.source_intensity or task.source_intensity)
+    with config_key("data.target_intensity"):
+        target_intensity = INTENSITIES.build(config.data.target_intensity or task.target_intensity)
+    with config_key("translator"):
+        translator = TRANSLATORS.build(config.translator)
+    with config_key("segmentation.model"):
+        segmenter = SEGMENTERS.build(seg.model, in_channels=2 * seg.context + 1, classes=task.classes)
+    with config_key("segmentation.loss"):
+        loss = LOSSES.build(seg.loss)
+    with config_key("segmentation.augment"):
+        augmentations = build_augmentation(seg.augment).modules(size)
+    return Components(task, source_intensity, target_intensity, translator, segmenter, loss, augmentations)
+
+
+@contextmanager
+def config_key(key: str) -> Iterator[None]:
+    """Prefix a component error with the config key it came from (``segmentation.model: unknown segmenter ...``)."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err}") from None
 
 
 def validate(config: Config | str | Path) -> Components:

@@ -526,7 +526,7 @@ def test_predict_without_a_model(tmp_path: Path, ct_file: Path) -> None:
 def test_translator_loader_refuses_a_segmenter_checkpoint(segmenter_dir: Path) -> None:
     from da_seg.translators import load_translator
 
-    with pytest.raises(DasegError, match="unknown translator 'segmenter'"):
+    with pytest.raises(DasegError, match="holds a 'segmenter' checkpoint, not a translator"):
         load_translator(segmenter_dir)
 
 

@@ -76,8 +76,9 @@ def load_translator(directory: str | Path, device: torch.device | str = "cpu") -
     name = meta.get("component")
     if not isinstance(name, str):
         raise DataError(f"{directory / META} does not name a translator component; was it written by save()?")
-    factory = TRANSLATORS.get(name)
-    return factory.load(directory, device=device)
+    if name not in TRANSLATORS:
+        raise DataError(f"{directory}: holds a '{name}' checkpoint, not a translator; give a translator model folder")
+    return TRANSLATORS.get(name).load(directory, device=device)
 
 
 DOMAINS = "domains.json"
