@@ -380,10 +380,24 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
         fidelity=fidelity,
         timings=stages.timings,
         examples=_examples(up.dataset, up.synct_test, methods),
+        extra_sections=statistics_sections(rows, up.task, evaluation_dir),
     )
     write_json(run_dir / "timings.json", stages.timings)
     barrier()
     return RunResult(run_dir, report, rows, stages.timings)
+
+
+def statistics_sections(rows: list[dict[str, Any]], task: Task, folder: Path) -> list[tuple[str, str, str]]:
+    """Bootstrap CIs and Holm-adjusted paired tests between methods on the real target images (also as CSV)."""
+    from da_seg.stats import compare_methods, comparison_section, write_csv
+
+    target_rows = [r for r in rows if r["test"] == task.target_modality]
+    if len({r["method"] for r in target_rows}) < 2:
+        return []
+    comparison = compare_methods(target_rows, "dice", test=task.target_modality)
+    write_csv(folder / "stats_summary.csv", comparison["summary"])
+    write_csv(folder / "stats_pairwise.csv", comparison["pairwise"])
+    return [comparison_section(comparison)]
 
 
 def _fit_translator(config: Config, dataset: Dataset, folder: Path, device: torch.device) -> None:

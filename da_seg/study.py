@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from da_seg.api import validate
 from da_seg.config import Config, load_config
 from da_seg.errors import ConfigError
 from da_seg.pipeline import Stages, evaluate_methods, fingerprint, open_run_dir, prepare_upstream, train_methods
+from da_seg.stats import mann_whitney, wilcoxon_paired
 from da_seg.training import write_json
 
 
@@ -35,17 +35,12 @@ def parse_segmenter(text: str) -> dict[str, Any]:
 
 def paired_p(a: list[float], b: list[float]) -> float:
     """Two-sided Wilcoxon signed-rank p-value on paired per-case values (1.0 when all differences are zero)."""
-    diff = np.asarray(a, float) - np.asarray(b, float)
-    if len(diff) < 2 or np.allclose(diff, 0):
-        return 1.0
-    return float(stats.wilcoxon(a, b).pvalue)
+    return wilcoxon_paired(a, b).p_value
 
 
 def unpaired_p(a: list[float], b: list[float]) -> float:
     """Two-sided Mann-Whitney U p-value (different test cases)."""
-    if len(a) < 2 or len(b) < 2:
-        return 1.0
-    return float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    return mann_whitney(a, b).p_value
 
 
 def compare(rows: list[dict[str, Any]], first: str, other: str, test: str) -> float:

@@ -28,3 +28,63 @@ def device() -> torch.device:
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads() -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+TINY_CONFIG = """
+task = "prostate_mr2ct"
+seed = {seed}
+output = "{out}"
+baselines = {baselines}
+
+[data]
+spacing = [6.0, 5.0, 5.0]
+size = [32, 32]
+
+[data.phantom]
+n_source = 4
+n_target = 3
+n_evaluation = 2
+n_target_labelled = 3
+paired = true
+cache = "{phantom}"
+
+[translator]
+name = "cyclegan"
+width = 4
+blocks = 1
+disc_width = 4
+batch_size = 2
+epochs = {gan_epochs}
+iterations_per_epoch = {gan_iterations}
+sample_every = 1
+
+[segmentation]
+model = {{ name = "resunet25d", base = 4, depth = 2 }}
+epochs = {seg_epochs}
+batch_size = 8
+context = 1
+
+[runtime]
+device = "cpu"
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny phantom folder for the whole session (the first run writes it, later runs reuse it)."""
+    return tmp_path_factory.mktemp("tiny_phantom")
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_phantom: Path):
+    """``tiny_config(folder, name)`` writes a tiny end-to-end config (32x32 slices, 4-wide networks), returns its path."""
+
+    def make(folder: Path, name: str = "tiny", *, seed: int = 1, baselines: str = '["no_adaptation", "oracle"]',
+             gan_epochs: int = 1, gan_iterations: int = 3, seg_epochs: int = 2) -> Path:
+        path = folder / f"{name}.toml"
+        path.write_text(TINY_CONFIG.format(out=folder / "runs", phantom=tiny_phantom, seed=seed, baselines=baselines,
+                                           gan_epochs=gan_epochs, gan_iterations=gan_iterations,
+                                           seg_epochs=seg_epochs))
+        return path
+
+    return make

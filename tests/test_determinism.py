@@ -12,54 +12,16 @@ from da_seg import load_config
 from da_seg.pipeline import run_pipeline
 from da_seg.training import set_deterministic
 
-TINY = """
-task = "prostate_mr2ct"
-seed = 3
-output = "{out}"
-baselines = []
 
-[data]
-spacing = [6.0, 5.0, 5.0]
-size = [32, 32]
-
-[data.phantom]
-n_source = 3
-n_target = 2
-n_evaluation = 1
-n_target_labelled = 0
-paired = false
-cache = "{phantom}"
-
-[translator]
-name = "cyclegan"
-width = 4
-blocks = 1
-disc_width = 4
-batch_size = 2
-epochs = 1
-iterations_per_epoch = 2
-
-[segmentation]
-model = {{ name = "resunet25d", base = 4, depth = 2 }}
-epochs = 1
-batch_size = 8
-
-[runtime]
-device = "cpu"
-"""
-
-
-def _metrics(tmp: Path, phantom: Path, name: str) -> list[dict]:
-    path = tmp / f"{name}.toml"
-    path.write_text(TINY.format(out=tmp / "runs", phantom=phantom))
+def _metrics(tiny_config, tmp: Path, name: str) -> list[dict]:
+    path = tiny_config(tmp, name, seed=3, baselines="[]", seg_epochs=1, gan_iterations=2)
     rows = run_pipeline(load_config(path)).metrics
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # wall time is not a result
 
 
-def test_same_config_and_seed_give_identical_metrics(tmp_path: Path) -> None:
-    phantom = tmp_path / "phantom"
-    first = _metrics(tmp_path, phantom, "first")
-    second = _metrics(tmp_path, phantom, "second")
+def test_same_config_and_seed_give_identical_metrics(tmp_path: Path, tiny_config) -> None:
+    first = _metrics(tiny_config, tmp_path, "first")
+    second = _metrics(tiny_config, tmp_path, "second")
     assert first and {row["method"] for row in first} == {"synct"}
     assert first == second  # exact: every Dice, HD95 and ASSD to the last bit
     assert not torch.are_deterministic_algorithms_enabled()  # runtime.deterministic = false is the default

@@ -1,0 +1,50 @@
+"""`daseg bench` (three segmenters, same SynCT and CT) and `daseg study` (a 2x2 grid) on the tiny phantom."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from da_seg.cli import app
+from da_seg.study import parse_segmenter, run_study
+
+
+def test_parse_segmenter() -> None:
+    assert parse_segmenter("resunet25d") == {"name": "resunet25d"}
+    assert parse_segmenter("smp:FPN/tu-resnet10t") == {"name": "smp", "arch": "FPN", "encoder": "tu-resnet10t"}
+
+
+def test_bench_three_segmenters(tmp_path: Path, tiny_config) -> None:
+    config = tiny_config(tmp_path)
+    result = CliRunner().invoke(app, ["bench", str(config), "--segmenter", "resunet25d", "--segmenter",
+                                      "smp:Unet/resnet18", "--segmenter", "smp:FPN/tu-resnet10t"])
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "runs/tiny-bench/bench/table.md").read_text()
+    for name in ("resunet25d", "smp:Unet/resnet18", "smp:FPN/tu-resnet10t"):
+        assert name in table
+    rows = (tmp_path / "runs/tiny-bench/bench/table.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("segmenter,dice,hd95,parameters,train_s,infer_s_per_volume,p_vs")
+    # one translator and one SynCT served all three segmenters
+    assert len(list((tmp_path / "runs/tiny-bench").glob("translator-*"))) == 1
+
+
+def test_bad_segmenter_spec(tmp_path: Path, tiny_config) -> None:
+    result = CliRunner().invoke(app, ["bench", str(tiny_config(tmp_path)), "--segmenter", "smp:Unet"])
+    assert result.exit_code == 2 and "use smp:ARCH/ENCODER" in result.stderr
+
+
+def test_study_2x2_grid_shares_identical_stages(tmp_path: Path, tiny_config) -> None:
+    tiny_config(tmp_path)
+    study = tmp_path / "study.toml"
+    study.write_text('base = "tiny.toml"\nname = "grid"\n[grid]\n"translator.cycle_loss" = ["mse", "ssim"]\n'
+                     '"segmentation.context" = [0, 1]\n[set]\nbaselines = []\n')
+    result = run_study(study)
+    assert len(result.table) == 4
+    assert {row["variation"] for row in result.table} == {
+        "cycle_loss=mse; context=0", "cycle_loss=mse; context=1", "cycle_loss=ssim; context=0",
+        "cycle_loss=ssim; context=1",
+    }
+    assert len(list(result.run_dir.glob("translator-*"))) == 2  # one per cycle loss, shared by both contexts
+    assert result.report.exists() and (result.run_dir / "study/fig_study_boxplot.png").exists()
+    assert result.table[0]["p_vs_first"] is None and 0.0 <= result.table[1]["p_vs_first"] <= 1.0
