@@ -77,7 +77,7 @@ def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_phantom: Path):
-    """``tiny_config(folder, name)`` writes a tiny end-to-end config (32x32 slices, 4-wide networks), returns its path."""
+    """``tiny_config(folder, name)`` writes a tiny end-to-end config (32x32 slices, 4-wide nets); returns the path."""
 
     def make(folder: Path, name: str = "tiny", *, seed: int = 1, baselines: str = '["no_adaptation", "oracle"]',
              gan_epochs: int = 1, gan_iterations: int = 3, seg_epochs: int = 2) -> Path:

@@ -25,7 +25,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory, tiny_config):
 
 
 def test_run_writes_everything_a_user_needs(finished) -> None:
-    config, result = finished
+    _, result = finished
     run = result.run_dir
     for name in ("config.json", "provenance.json", "report.md", "report.html", "fig_dice_boxplot.png",
                  "fig_examples.png", "evaluation/metrics.csv", "translator/model/meta.json"):

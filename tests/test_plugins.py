@@ -63,7 +63,7 @@ def test_misspelled_hook_is_caught() -> None:
 
 
 def test_named_module_that_does_not_import_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="plugin module 'no_such_pkg.plugin' could not be imported"):
+    with pytest.raises(ConfigError, match=r"plugin module 'no_such_pkg\.plugin' could not be imported"):
         load_plugins(["no_such_pkg.plugin"])
 
 
@@ -115,7 +115,6 @@ def test_template_segmenter_and_augmentation_work() -> None:
     sys.path.insert(0, str(ROOT / "examples/plugin_template"))
     try:
         import torch
-
         from daseg_example_plugin import plugin
 
         load_plugins([plugin])
