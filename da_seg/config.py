@@ -117,11 +117,32 @@ class RuntimeConfig(Strict):
     """How compute is used; the same config runs on a laptop CPU and a GPU machine."""
 
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype; fp16 only on GPU")
-    channels_last: bool = False
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "bf16", description="autocast dtype; fp16 only on GPU; bf16 measured 2-3x faster (docs/performance.md)"
+    )
+    channels_last: bool = Field(True, description="NHWC memory layout for training and inference")
     compile: bool = False
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     deterministic: bool = Field(False, description="deterministic GPU kernels (slower); see docs/errors.md")
+
+
+class SelectionConfig(Strict):
+    """Which translator checkpoint to trust without target labels, and an audit of the criteria."""
+
+    translator: ComponentSpec | None = Field(None, description="criterion picking the translator snapshot; None: last")
+    audit: bool = Field(False, description="rank every saved snapshot by every criterion against the true target Dice")
+    criteria: list[ComponentSpec] = Field(
+        default_factory=lambda: [{"name": n} for n in ("cycle_error", "kid", "proxy_dice", "mean_entropy",
+                                                       "flip_agreement", "soft_neighbourhood_density")],
+        description="criteria the audit compares",
+    )
+
+    _names = field_validator("translator", mode="before")(_needs_name)
+
+    @field_validator("criteria", mode="before")
+    @classmethod
+    def _criteria_names(cls, v: Any) -> Any:
+        return [_needs_name(a) for a in v] if isinstance(v, list) else v
 
 
 class Config(Strict):
@@ -137,6 +158,7 @@ class Config(Strict):
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     baselines: list[Literal["no_adaptation", "oracle"]] = Field(default_factory=lambda: ["no_adaptation", "oracle"])
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
 
     _names = field_validator("translator", mode="before")(_needs_name)
 

@@ -283,6 +283,7 @@ class Upstream:
     stages: Stages
     dataset: Dataset
     translator: Any
+    translator_dir: Path
     synct_dir: Path
     synct_train: list[PreparedCase]
     synct_test: list[PreparedCase]
@@ -314,8 +315,9 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
     translator_dir = stages.run(
         "translator", translator_key, lambda d: _fit_translator(config, dataset, d, device), collective=True
     )
-    translator = load_translator(translator_dir / "model", device=device)
-    synct_key = fingerprint(translator_key)
+    model_dir = select_translator(config, dataset, stages, translator_dir, device)
+    translator = load_translator(model_dir, device=device)
+    synct_key = fingerprint(translator_key, config.selection.translator)
     synct_dir = stages.run(SYNCT, synct_key, lambda d: _synthesize(translator, dataset, d))
     return Upstream(
         config,
@@ -324,12 +326,57 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
         stages,
         dataset,
         translator,
+        translator_dir,
         synct_dir,
         _load_synct(synct_dir, dataset.source_train),
         _load_synct(synct_dir, dataset.source_test),
         data_key,
         synct_key,
     )
+
+
+def select_translator(config: Config, dataset: Dataset, stages: Stages, translator_dir: Path,
+                      device: torch.device) -> Path:
+    """The translator snapshot the configured label-free criterion ranks first (the final model when none is set)."""
+    if config.selection.translator is None:
+        return translator_dir / "model"
+    from da_seg.selection import best_checkpoint
+
+    def work(folder: Path) -> None:
+        best, ranking = best_checkpoint(translator_dir / "work", config.selection.translator,
+                                        [(c.image, c.mask) for c in dataset.source_test],
+                                        [c.image for c in dataset.target], device=device)
+        write_json(folder / "selection.json", {"selected": str(best), "ranking": ranking})
+
+    key = fingerprint(str(translator_dir), config.selection.translator)
+    folder = stages.run("translator_selection", key, work)
+    return Path(read_json(folder / "selection.json")["selected"])
+
+
+def audit_sections(up: Upstream, translator_dir: Path) -> list[tuple[str, str, str]]:
+    """Every saved translator snapshot ranked by each criterion next to its true target Dice (Spearman rho)."""
+    config = up.config
+    if not config.selection.audit or not up.dataset.evaluation:
+        return []
+    from da_seg.selection import CheckpointAudit, audit_translator_checkpoints
+
+    seg = config.segmentation
+
+    def segment_fn(cases: list, out: Path) -> TrainedSegmenter:
+        return train_segmenter(seg.model, cases, seg, workdir=out, device=up.device,
+                               precision=config.runtime.precision, seed=config.seed, classes=up.task.classes,
+                               progress=False)
+
+    def work(folder: Path) -> None:
+        audit_translator_checkpoints(
+            translator_dir / "work", [(c.image, c.mask) for c in up.dataset.source_train],
+            [c.image for c in up.dataset.target], [(c.image, c.mask) for c in up.dataset.evaluation],
+            config.selection.criteria, segment_fn, held_out=[(c.image, c.mask) for c in up.dataset.source_test],
+            out_dir=folder / "seg", device=up.device,
+        ).write(folder)
+
+    key = fingerprint(up.synct_key, seg.model_dump(mode="json"), config.selection.criteria)
+    return [CheckpointAudit.load(up.stages.run("selection_audit", key, work)).section()]
 
 
 def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True, tag: str = "") -> list[Method]:
@@ -366,6 +413,7 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
     evaluation_dir = stages.run("evaluation", eval_key, lambda d: write_metrics(d, evaluate_methods(up, methods, d)))
     rows = read_json(evaluation_dir / "metrics.json")
     fidelity = _fidelity(up)
+    audit = audit_sections(up, up.translator_dir)
     if not is_main():  # rank 0 writes the report
         barrier()
         return RunResult(run_dir, run_dir / "report.html", rows, stages.timings)
@@ -380,7 +428,7 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
         fidelity=fidelity,
         timings=stages.timings,
         examples=_examples(up.dataset, up.synct_test, methods),
-        extra_sections=statistics_sections(rows, up.task, evaluation_dir),
+        extra_sections=statistics_sections(rows, up.task, evaluation_dir) + audit,
     )
     write_json(run_dir / "timings.json", stages.timings)
     barrier()

@@ -86,3 +86,18 @@ def test_kill_during_translator_training_then_resume(tmp_path: Path, tiny_config
     epochs = [row["epoch"] for row in log if row.get("kind") == "epoch"]
     assert sorted(set(epochs)) == [1, 2, 3, 4, 5, 6]
     assert epochs.count(1) == 1  # the checkpointed epoch was not trained again
+
+
+def test_label_free_selection_and_audit_in_the_report(tmp_path: Path, tiny_config) -> None:
+    overrides = {
+        "baselines": [],
+        "selection.translator": "cycle_error",
+        "selection.audit": True,
+        "selection.criteria": [{"name": "cycle_error"}, {"name": "kid"}, {"name": "mean_entropy"}],
+    }
+    config = load_config(tiny_config(tmp_path, "selected", gan_epochs=3, seg_epochs=1), overrides)
+    result = run_pipeline(config)
+    selection = json.loads((result.run_dir / "translator_selection/selection.json").read_text())
+    assert "epoch_000" in selection["selected"] and len(selection["ranking"]) == 3
+    report = (result.run_dir / "report.md").read_text()
+    assert "Checkpoint selection without target labels" in report and "cycle_error" in report
