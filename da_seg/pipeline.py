@@ -455,7 +455,8 @@ def _fit_translator(config: Config, dataset: Dataset, folder: Path, device: torc
     source = [c.image for c in dataset.source_train + dataset.source_test]
     target = [c.image for c in dataset.target]
     accepted = inspect.signature(translator.fit).parameters
-    layout = {k: getattr(config.runtime, k) for k in ("channels_last", "compile") if k in accepted}
+    options = {"channels_last": config.runtime.layout("translator"), "compile": config.runtime.compile}
+    layout = {k: v for k, v in options.items() if k in accepted}
     translator.fit(
         source,
         target,
@@ -499,7 +500,7 @@ def _train(up: Upstream, name: str, key: str, seg: Any, cases: list[PreparedCase
             precision=up.config.runtime.precision,
             seed=up.config.seed,
             classes=up.task.classes,
-            channels_last=up.config.runtime.channels_last,
+            channels_last=up.config.runtime.layout("segmenter"),
             compile=up.config.runtime.compile,
         )
         if is_main():
@@ -508,7 +509,7 @@ def _train(up: Upstream, name: str, key: str, seg: Any, cases: list[PreparedCase
     folder = up.stages.run(name, key, work, collective=True)
     runtime = up.config.runtime
     return TrainedSegmenter.load(
-        folder / "model", device=up.device, precision=runtime.precision, channels_last=runtime.channels_last
+        folder / "model", device=up.device, precision=runtime.precision, channels_last=runtime.layout("segmenter")
     )
 
 
