@@ -591,7 +591,9 @@ def _fidelity(up: Upstream) -> list[dict[str, Any]]:
             # compare on the source grid: the true target image usually covers a larger field of view
             synct = read_volume(up.synct_dir / f"{case.id}.nii.gz")
             truth = resample_to(read_volume(dataset.paired_target[case.id]), synct)
-            body = truth.array > -400
+            # only where a SynCT was synthesised: the common grid's in-plane crop of the source image
+            inside = dataset.target_domain.restore(np.ones(case.image.shape, np.uint8), case, mask=True).array > 0
+            body = (truth.array > -400) & inside
             row = {"case": case.id}
             for name in ("mae_hu", "mean_error_hu", "psnr", "ssim"):
                 row[name] = float(METRICS.get(name)(synct.array, truth.array, mask=body))
