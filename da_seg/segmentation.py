@@ -113,8 +113,11 @@ class TrainedSegmenter:
         volume = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32), device=self.device)
         neighbours = torch.as_tensor(neighbour_index(volume.shape[0], self.context), device=self.device)
         out = torch.empty((self.classes, *volume.shape), dtype=torch.float32, device=self.device)
-        for start in range(0, volume.shape[0], self.batch_size):
-            x = to_layout(volume[neighbours[start : start + self.batch_size]], self.channels_last)
+        # On CPU, larger batches add no parallelism (oneDNN parallelises within a slice) but push activations out of
+        # cache: 512x512 resunet25d took 0.30 s/slice at batch 1-2 and 0.40 s at 16 (docs/performance.md).
+        batch = self.batch_size if self.device.type == "cuda" else min(self.batch_size, 2)
+        for start in range(0, volume.shape[0], batch):
+            x = to_layout(volume[neighbours[start : start + batch]], self.channels_last)
             with autocast(self.device, self.precision):
                 prob = self._probabilities(self.model(x))
                 if tta_flip:
