@@ -86,6 +86,13 @@ def test_kill_during_translator_training_then_resume(tmp_path: Path, tiny_config
     epochs = [row["epoch"] for row in log if row.get("kind") == "epoch"]
     assert sorted(set(epochs)) == [1, 2, 3, 4, 5, 6]
     assert epochs.count(1) == 1  # the checkpointed epoch was not trained again
+    # and the interrupted run ends with the same metrics as an uninterrupted one (same config, same seed)
+    straight = run_pipeline(load_config(tiny_config(tmp_path / "straight", "killed", gan_epochs=6, gan_iterations=4)))
+    resumed_rows = json.loads((tmp_path / "runs/killed/evaluation/metrics.json").read_text())
+    drop = {"seconds"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed_rows] == [
+        {k: v for k, v in r.items() if k not in drop} for r in straight.metrics
+    ]
 
 
 def test_label_free_selection_and_audit_in_the_report(tmp_path: Path, tiny_config) -> None:
