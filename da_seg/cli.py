@@ -56,6 +56,13 @@ def handle_errors(fn: F) -> F:
             warnings.showwarning = _show_warning
             try:
                 return fn(*args, **kwargs)
+            except KeyboardInterrupt:
+                err_console.print(
+                    "[yellow]interrupted[/yellow]: finished stages and the last checkpoint are kept; "
+                    "rerun the same command with --resume to continue",
+                    highlight=False,
+                )
+                raise typer.Exit(130) from None
             except DasegError as err:
                 raise _fail(err) from None
             except OSError as err:

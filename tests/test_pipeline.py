@@ -108,3 +108,22 @@ def test_label_free_selection_and_audit_in_the_report(tmp_path: Path, tiny_confi
     assert "epoch_000" in selection["selected"] and len(selection["ranking"]) == 3
     report = (result.run_dir / "report.md").read_text()
     assert "Checkpoint selection without target labels" in report and "cycle_error" in report
+
+
+def test_ctrl_c_during_translator_training_then_resume(tmp_path: Path, tiny_config) -> None:
+    """SIGINT stops the run (exit 130, one line saying how to continue); --resume finishes from the checkpoint."""
+    config = tiny_config(tmp_path, "interrupted", gan_epochs=6, gan_iterations=4)
+    cmd = [sys.executable, "-m", "da_seg", "run", str(config)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    work = tmp_path / "runs/interrupted/translator/work"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (work / "last/meta.json").exists():
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in stderr and "--resume" in stderr
+    assert (work / "last/meta.json").exists()
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "runs/interrupted/report.html").exists()
