@@ -145,8 +145,17 @@ class SelectionConfig(Strict):
     translator: ComponentSpec | None = Field(None, description="criterion picking the translator snapshot; None: last")
     audit: bool = Field(False, description="rank every saved snapshot by every criterion against the true target Dice")
     criteria: list[ComponentSpec] = Field(
-        default_factory=lambda: [{"name": n} for n in ("cycle_error", "kid", "proxy_dice", "mean_entropy",
-                                                       "flip_agreement", "soft_neighbourhood_density")],
+        default_factory=lambda: [
+            {"name": n}
+            for n in (
+                "cycle_error",
+                "kid",
+                "proxy_dice",
+                "mean_entropy",
+                "flip_agreement",
+                "soft_neighbourhood_density",
+            )
+        ],
         description="criteria the audit compares",
     )
 

@@ -102,8 +102,11 @@ class Domain:
         from da_seg.registry import INTENSITIES
 
         try:
-            return cls(tuple(settings["spacing_zyx"]), tuple(settings["size_hw"]),
-                       INTENSITIES.build(dict(settings["intensity"])))
+            return cls(
+                tuple(settings["spacing_zyx"]),
+                tuple(settings["size_hw"]),
+                INTENSITIES.build(dict(settings["intensity"])),
+            )
         except (KeyError, TypeError) as err:
             raise DataError(f"saved data domain is incomplete ({err}); retrain the model in the pipeline") from None
 

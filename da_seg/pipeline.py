@@ -335,17 +335,22 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
     )
 
 
-def select_translator(config: Config, dataset: Dataset, stages: Stages, translator_dir: Path,
-                      device: torch.device) -> Path:
+def select_translator(
+    config: Config, dataset: Dataset, stages: Stages, translator_dir: Path, device: torch.device
+) -> Path:
     """The translator snapshot the configured label-free criterion ranks first (the final model when none is set)."""
     if config.selection.translator is None:
         return translator_dir / "model"
     from da_seg.selection import best_checkpoint
 
     def work(folder: Path) -> None:
-        best, ranking = best_checkpoint(translator_dir / "work", config.selection.translator,
-                                        [(c.image, c.mask) for c in dataset.source_test],
-                                        [c.image for c in dataset.target], device=device)
+        best, ranking = best_checkpoint(
+            translator_dir / "work",
+            config.selection.translator,
+            [(c.image, c.mask) for c in dataset.source_test],
+            [c.image for c in dataset.target],
+            device=device,
+        )
         write_json(folder / "selection.json", {"selected": str(best), "ranking": ranking})
 
     key = fingerprint(str(translator_dir), config.selection.translator)
@@ -363,16 +368,29 @@ def audit_sections(up: Upstream, translator_dir: Path) -> list[tuple[str, str, s
     seg = config.segmentation
 
     def segment_fn(cases: list, out: Path) -> TrainedSegmenter:
-        return train_segmenter(seg.model, cases, seg, workdir=out, device=up.device,
-                               precision=config.runtime.precision, seed=config.seed, classes=up.task.classes,
-                               progress=False)
+        return train_segmenter(
+            seg.model,
+            cases,
+            seg,
+            workdir=out,
+            device=up.device,
+            precision=config.runtime.precision,
+            seed=config.seed,
+            classes=up.task.classes,
+            progress=False,
+        )
 
     def work(folder: Path) -> None:
         audit_translator_checkpoints(
-            translator_dir / "work", [(c.image, c.mask) for c in up.dataset.source_train],
-            [c.image for c in up.dataset.target], [(c.image, c.mask) for c in up.dataset.evaluation],
-            config.selection.criteria, segment_fn, held_out=[(c.image, c.mask) for c in up.dataset.source_test],
-            out_dir=folder / "seg", device=up.device,
+            translator_dir / "work",
+            [(c.image, c.mask) for c in up.dataset.source_train],
+            [c.image for c in up.dataset.target],
+            [(c.image, c.mask) for c in up.dataset.evaluation],
+            config.selection.criteria,
+            segment_fn,
+            held_out=[(c.image, c.mask) for c in up.dataset.source_test],
+            out_dir=folder / "seg",
+            device=up.device,
         ).write(folder)
 
     key = fingerprint(up.synct_key, seg.model_dump(mode="json"), config.selection.criteria)

@@ -79,13 +79,29 @@ def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(tiny_phantom: Path):
     """``tiny_config(folder, name)`` writes a tiny end-to-end config (32x32 slices, 4-wide nets); returns the path."""
 
-    def make(folder: Path, name: str = "tiny", *, seed: int = 1, baselines: str = '["no_adaptation", "oracle"]',
-             gan_epochs: int = 1, gan_iterations: int = 3, seg_epochs: int = 2) -> Path:
+    def make(
+        folder: Path,
+        name: str = "tiny",
+        *,
+        seed: int = 1,
+        baselines: str = '["no_adaptation", "oracle"]',
+        gan_epochs: int = 1,
+        gan_iterations: int = 3,
+        seg_epochs: int = 2,
+    ) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.toml"
-        path.write_text(TINY_CONFIG.format(out=folder / "runs", phantom=tiny_phantom, seed=seed, baselines=baselines,
-                                           gan_epochs=gan_epochs, gan_iterations=gan_iterations,
-                                           seg_epochs=seg_epochs))
+        path.write_text(
+            TINY_CONFIG.format(
+                out=folder / "runs",
+                phantom=tiny_phantom,
+                seed=seed,
+                baselines=baselines,
+                gan_epochs=gan_epochs,
+                gan_iterations=gan_iterations,
+                seg_epochs=seg_epochs,
+            )
+        )
         return path
 
     return make

@@ -34,8 +34,10 @@ def test_plugins_lists_components_by_kind() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('task = "prostate_mr2ct"\n[segmentation]\nmodel = { name = "resunet2d" }\n',
-         "unknown segmenter 'resunet2d'; did you mean 'resunet25d'?"),
+        (
+            'task = "prostate_mr2ct"\n[segmentation]\nmodel = { name = "resunet2d" }\n',
+            "unknown segmenter 'resunet2d'; did you mean 'resunet25d'?",
+        ),
         ('task = "prostate_mr2ct"\n[segmentation]\nepochs = "many"\n', "key 'segmentation.epochs' = 'many'"),
         ('task = "prostate_mr2ct"\ncolour = "red"\n', "unknown key 'colour'"),
         ('task = "prostate_mr3ct"\n', "unknown task 'prostate_mr3ct'; did you mean 'prostate_mr2ct'?"),

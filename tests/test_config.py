@@ -34,7 +34,7 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
         ('task = "t"\n[segmentation]\nepochs = -1\n', "key 'segmentation.epochs' = -1: Input should be greater than"),
         ('task = "t"\n[segmentation]\ncontext = -1\n', "key 'segmentation.context' = -1"),
         ('task = "t"\n[segmentation]\nepochs = "ten"\n', "key 'segmentation.epochs' = 'ten'"),
-        ('[segmentation]\nepochs = 1\n', "missing required key 'task'"),
+        ("[segmentation]\nepochs = 1\n", "missing required key 'task'"),
         ('task = "t"\n[data]\nspacing = [1.0, 0.0, 1.0]\n', "key 'data.spacing'"),
         ('task = "t"\n[segmentation]\nmodel = { base = 8 }\n', "needs a 'name' key"),
         ('task = "t"\n[runtime]\nprecision = "fp8"\n', "key 'runtime.precision' = 'fp8'"),

@@ -27,12 +27,25 @@ def finished(tmp_path_factory: pytest.TempPathFactory, tiny_config):
 def test_run_writes_everything_a_user_needs(finished) -> None:
     _, result = finished
     run = result.run_dir
-    for name in ("config.json", "provenance.json", "report.md", "report.html", "fig_dice_boxplot.png",
-                 "fig_examples.png", "evaluation/metrics.csv", "translator/model/meta.json"):
+    for name in (
+        "config.json",
+        "provenance.json",
+        "report.md",
+        "report.html",
+        "fig_dice_boxplot.png",
+        "fig_examples.png",
+        "evaluation/metrics.csv",
+        "translator/model/meta.json",
+    ):
         assert (run / name).exists(), name
     methods = {(r["method"], r["test"]) for r in result.metrics}
-    assert {("synct", "CT"), ("no_adaptation", "CT"), ("oracle", "CT"), ("synct", "SynCT"), ("no_adaptation", "MR")} \
-        <= methods
+    assert {
+        ("synct", "CT"),
+        ("no_adaptation", "CT"),
+        ("oracle", "CT"),
+        ("synct", "SynCT"),
+        ("no_adaptation", "MR"),
+    } <= methods
     assert all(0.0 <= r["dice"] <= 1.0 for r in result.metrics)
     assert len(list((run / "synct").glob("*.nii.gz"))) == 4
     html = (run / "report.html").read_text()

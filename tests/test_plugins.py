@@ -36,7 +36,7 @@ def test_builtins_register_through_the_hooks() -> None:
 
 def test_inline_plugin_registers_and_unregisters() -> None:
     def register_losses(register):
-        register("half_l1", lambda: (lambda a, b: (a - b).abs().mean() / 2))
+        register("half_l1", lambda: lambda a, b: (a - b).abs().mean() / 2)
 
     plugin = _plugin("inline_test_plugin", register_losses=register_losses)
     load_plugins([plugin])
@@ -88,8 +88,12 @@ def _daseg(args: list[str], site: Path, **env: str) -> subprocess.CompletedProce
 def test_entry_point_plugin_is_discovered(tmp_path: Path) -> None:
     """The real discovery path (importlib.metadata entry points), with the shipped plugin template."""
     template = ROOT / "examples/plugin_template"
-    _fake_install(tmp_path, "daseg_example_plugin", "example_plugin = daseg_example_plugin.plugin",
-                  template / "daseg_example_plugin")
+    _fake_install(
+        tmp_path,
+        "daseg_example_plugin",
+        "example_plugin = daseg_example_plugin.plugin",
+        template / "daseg_example_plugin",
+    )
     listed = _daseg(["plugins"], tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert "example_plugin" in listed.stdout and "tiny_fcn" in listed.stdout and "example_blur" in listed.stdout

@@ -78,5 +78,12 @@ def test_factory_value_errors_become_config_errors(reg: Registry) -> None:
 
 def test_the_kinds_of_components() -> None:
     assert set(REGISTRIES) == {
-        "translators", "segmenters", "losses", "augmentations", "metrics", "intensities", "tasks", "selectors"
+        "translators",
+        "segmenters",
+        "losses",
+        "augmentations",
+        "metrics",
+        "intensities",
+        "tasks",
+        "selectors",
     }

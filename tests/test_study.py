@@ -17,8 +17,19 @@ def test_parse_segmenter() -> None:
 
 def test_bench_three_segmenters(tmp_path: Path, tiny_config) -> None:
     config = tiny_config(tmp_path)
-    result = CliRunner().invoke(app, ["bench", str(config), "--segmenter", "resunet25d", "--segmenter",
-                                      "smp:Unet/resnet18", "--segmenter", "smp:FPN/tu-resnet10t"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            str(config),
+            "--segmenter",
+            "resunet25d",
+            "--segmenter",
+            "smp:Unet/resnet18",
+            "--segmenter",
+            "smp:FPN/tu-resnet10t",
+        ],
+    )
     assert result.exit_code == 0, result.output
     table = (tmp_path / "runs/tiny-bench/bench/table.md").read_text()
     for name in ("resunet25d", "smp:Unet/resnet18", "smp:FPN/tu-resnet10t"):
@@ -37,12 +48,16 @@ def test_bad_segmenter_spec(tmp_path: Path, tiny_config) -> None:
 def test_study_2x2_grid_shares_identical_stages(tmp_path: Path, tiny_config) -> None:
     tiny_config(tmp_path)
     study = tmp_path / "study.toml"
-    study.write_text('base = "tiny.toml"\nname = "grid"\n[grid]\n"translator.cycle_loss" = ["mse", "ssim"]\n'
-                     '"segmentation.context" = [0, 1]\n[set]\nbaselines = []\n')
+    study.write_text(
+        'base = "tiny.toml"\nname = "grid"\n[grid]\n"translator.cycle_loss" = ["mse", "ssim"]\n'
+        '"segmentation.context" = [0, 1]\n[set]\nbaselines = []\n'
+    )
     result = run_study(study)
     assert len(result.table) == 4
     assert {row["variation"] for row in result.table} == {
-        "cycle_loss=mse; context=0", "cycle_loss=mse; context=1", "cycle_loss=ssim; context=0",
+        "cycle_loss=mse; context=0",
+        "cycle_loss=mse; context=1",
+        "cycle_loss=ssim; context=0",
         "cycle_loss=ssim; context=1",
     }
     assert len(list(result.run_dir.glob("translator-*"))) == 2  # one per cycle loss, shared by both contexts

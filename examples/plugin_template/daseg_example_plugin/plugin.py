@@ -14,8 +14,10 @@ class TinyFCN(nn.Module):
     def __init__(self, in_channels: int, classes: int = 1, width: int = 16) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
             nn.Conv2d(width, classes, 1),
         )
 
