@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from da_seg.errors import ConfigError, DasegError, DataError
 from da_seg.metrics.segmentation import evaluate_case
 from da_seg.registry import INTENSITIES, METRICS, TRANSLATORS
 from da_seg.segmentation import TrainedSegmenter, train_segmenter
+from da_seg.stats import write_csv
 from da_seg.task import Task
 from da_seg.training import (
     barrier,
@@ -455,7 +456,7 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
 
 def statistics_sections(rows: list[dict[str, Any]], task: Task, folder: Path) -> list[tuple[str, str, str]]:
     """Bootstrap CIs and Holm-adjusted paired tests between methods on the real target images (also as CSV)."""
-    from da_seg.stats import compare_methods, comparison_section, write_csv
+    from da_seg.stats import compare_methods, comparison_section
 
     target_rows = [r for r in rows if r["test"] == task.target_modality]
     if len({r["method"] for r in target_rows}) < 2:
@@ -498,13 +499,7 @@ def _synthesize(translator: Any, dataset: Dataset, folder: Path) -> None:
 
 
 def _load_synct(folder: Path, cases: list[PreparedCase]) -> list[PreparedCase]:
-    return [_replace_image(c, np.load(folder / f"{c.id}.npy")) for c in cases]
-
-
-def _replace_image(case: PreparedCase, image: np.ndarray) -> PreparedCase:
-    from dataclasses import replace
-
-    return replace(case, image=image)
+    return [replace(c, image=np.load(folder / f"{c.id}.npy")) for c in cases]
 
 
 def _train(up: Upstream, name: str, key: str, seg: Any, cases: list[PreparedCase]) -> TrainedSegmenter:
@@ -580,19 +575,7 @@ def label_map(task: Task) -> dict[int, str]:
 
 def write_metrics(folder: Path, rows: list[dict[str, Any]]) -> None:
     write_json(folder / "metrics.json", rows)
-    _write_csv(folder / "metrics.csv", rows)
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    import csv
-
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(folder / "metrics.csv", rows)
 
 
 def _fidelity(up: Upstream) -> list[dict[str, Any]]:

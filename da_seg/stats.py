@@ -338,10 +338,11 @@ def to_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = N
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
     """Write plain rows as CSV (full precision; the union of keys as header unless ``columns`` is given)."""
+    from da_seg.training import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys = _columns(rows, columns)
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         for row in rows:

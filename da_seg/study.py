@@ -19,7 +19,7 @@ from da_seg.api import validate
 from da_seg.config import Config, load_config
 from da_seg.errors import ConfigError
 from da_seg.pipeline import Stages, evaluate_methods, fingerprint, open_run_dir, prepare_upstream, train_methods
-from da_seg.stats import mann_whitney, wilcoxon_paired
+from da_seg.stats import mann_whitney, wilcoxon_paired, write_csv
 from da_seg.training import write_json
 
 
@@ -105,14 +105,8 @@ def run_bench(config: Config, segmenters: list[str], *, resume: bool = False, fo
 
 
 def _write_tables(folder: Path, table: list[dict[str, Any]]) -> None:
-    import csv
-
-    folder.mkdir(parents=True, exist_ok=True)
     keys = list(table[0])
-    with (folder / "table.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(table)
+    write_csv(folder / "table.csv", table, keys)
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join("" if row[k] is None else str(row[k]) for k in keys) + " |" for row in table]
     (folder / "table.md").write_text("\n".join(lines) + "\n")

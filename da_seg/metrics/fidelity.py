@@ -44,6 +44,11 @@ def _select(prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray | No
     return mask
 
 
+def _difference(prediction: np.ndarray, reference: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """``prediction - reference`` in float64 at the voxels of ``inside``."""
+    return np.asarray(prediction, np.float64)[inside] - np.asarray(reference, np.float64)[inside]
+
+
 def _range(reference: np.ndarray, inside: np.ndarray, data_range: float | None) -> float:
     if data_range is not None:
         return float(data_range)
@@ -60,8 +65,7 @@ def mae_hu(
 ) -> float:
     """Mean absolute error inside ``mask`` (HU when the images are in HU)."""
     inside = _select(prediction, reference, mask)
-    diff = np.asarray(prediction, np.float64)[inside] - np.asarray(reference, np.float64)[inside]
-    return float(np.abs(diff).mean())
+    return float(np.abs(_difference(prediction, reference, inside)).mean())
 
 
 def mean_error_hu(
@@ -72,7 +76,7 @@ def mean_error_hu(
 ) -> float:
     """Signed mean error ``prediction - reference`` inside ``mask`` (a systematic offset)."""
     inside = _select(prediction, reference, mask)
-    return float((np.asarray(prediction, np.float64)[inside] - np.asarray(reference, np.float64)[inside]).mean())
+    return float(_difference(prediction, reference, inside).mean())
 
 
 def psnr(
@@ -84,7 +88,7 @@ def psnr(
 ) -> float:
     """Peak signal-to-noise ratio in dB inside ``mask``; ``inf`` for identical images."""
     inside = _select(prediction, reference, mask)
-    mse = float(((np.asarray(prediction, np.float64)[inside] - np.asarray(reference, np.float64)[inside]) ** 2).mean())
+    mse = float((_difference(prediction, reference, inside) ** 2).mean())
     if mse == 0:
         return float("inf")
     return float(10 * np.log10(_range(reference, inside, data_range) ** 2 / mse))

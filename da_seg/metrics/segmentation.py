@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -169,7 +168,7 @@ def evaluate_case(
         labels = {int(v): str(int(v)) for v in values}
     elif not isinstance(labels, Mapping):
         labels = {int(v): str(int(v)) for v in labels}
-    functions = {m: METRICS.create(m) for m in metrics}
+    functions = {m: METRICS.get(m) for m in metrics}
     single = len(labels) == 1
     row: dict[str, float] = {}
     for value, name in labels.items():
@@ -199,32 +198,15 @@ def format_summary(summary: Mapping[str, tuple[float, float]], digits: int = 3) 
 
 def write_cases_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Write one row per case (columns: the union of keys, in first-seen order) to ``path``."""
-    from da_seg.training import atomic_path
+    from da_seg.stats import write_csv
 
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    path = Path(path)
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def _metric(fn):  # registries build via factories; a metric's factory returns the function itself
-    def factory():
-        return fn
-
-    factory.__name__ = fn.__name__
-    factory.__doc__ = fn.__doc__
-    return factory
+    return write_csv(path, rows)
 
 
 @hookimpl
 def register_metrics(register) -> None:
-    register("dice", _metric(dice))
-    register("hd95", _metric(hd95))
-    register("assd", _metric(assd))
-    register("hd", _metric(hausdorff))
-    register("rvd", _metric(rvd))
+    register("dice", dice)
+    register("hd95", hd95)
+    register("assd", assd)
+    register("hd", hausdorff)
+    register("rvd", rvd)
