@@ -31,6 +31,7 @@ from prostate_mr2ct.phantom import write_phantom
 
 from da_seg.data import Domain, find_cases, load_prepared
 from da_seg.registry import INTENSITIES, METRICS, TASKS, TRANSLATORS
+from da_seg.translators import load_translator
 from da_seg.volume import read_volume, resample_to
 
 GRID = {"spacing": (3.5, 3.125, 3.125), "size": (64, 64)}  # 200 mm field of view, the phantom MR's
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--cycle-loss", default="mse", help='"mse", "l1", "ssim" or JSON weights')
     parser.add_argument("--identity-weight", type=float, default=0.0)
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--generator", default="resnet", help='"resnet" (6 blocks) or "unet"')
+    parser.add_argument("--width", type=int, default=16, help="generator and discriminator base width")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
     parser.add_argument("--out", type=Path, default=None)
@@ -89,9 +92,10 @@ def main() -> None:
 
     spec = {
         "name": "cyclegan",
-        "width": 16,
+        "generator": args.generator,
+        "width": args.width,
         "blocks": 6,
-        "disc_width": 16,
+        "disc_width": args.width,
         "epochs": args.epochs,
         "iterations_per_epoch": args.iterations,
         "batch_size": args.batch_size,
@@ -99,7 +103,7 @@ def main() -> None:
         "identity_weight": args.identity_weight,
         "lr": args.lr,
         "sample_every": max(1, args.epochs // 4),
-        "keep_checkpoints": 2,
+        "keep_checkpoints": args.epochs,  # every epoch's snapshot: the MAE trajectory below
     }
     results = {}
     torch.manual_seed(0)
@@ -124,6 +128,12 @@ def main() -> None:
         f"(last epoch {last['it_per_s']:.2f} it/s, g {last['g']:.3f}, cycle {last['cycle']:.3f}, d {last['d']:.3f})"
     )
     print(f"samples: {out / 'work' / 'samples'}")
+    paired = data / "paired_target"
+    trajectory = {
+        int(d.name.split("_")[1]): fidelity(load_translator(d), mr, target_domain, paired)["mae_hu"]
+        for d in sorted((out / "work").glob("epoch_[0-9][0-9][0-9][0-9]"))
+    }
+    print("MAE HU per epoch snapshot: " + ", ".join(f"{e}: {v:.1f}" for e, v in trajectory.items()))
 
     print("\n| translator | MAE HU | mean error HU | PSNR dB | SSIM |")
     print("|---|---|---|---|---|")
