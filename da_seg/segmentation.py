@@ -35,6 +35,7 @@ from da_seg.registry import LOSSES, SEGMENTERS
 from da_seg.slices import SliceBank, neighbour_index
 from da_seg.training import (
     ScalarLog,
+    adam,
     autocast,
     barrier,
     dist_info,
@@ -371,7 +372,7 @@ def train_segmenter(
     from da_seg.augment import build_augmentation
 
     augment = build_augmentation(settings.augment)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    optimizer = adam(model.parameters(), lr=settings.lr)
     bank = SliceBank([im for im, _ in train], [m for _, m in train], context=context, device=device)
     dist = dist_info()
     global_batch = settings.batch_size * dist.world

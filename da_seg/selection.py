@@ -61,6 +61,7 @@ from da_seg.hookspecs import hookimpl
 from da_seg.registry import SEGMENTERS, SELECTORS
 from da_seg.slices import stack_25d
 from da_seg.stats import spearman, to_html, to_markdown, write_csv
+from da_seg.training import adam
 
 TRANSLATOR, SEGMENTER = "translator", "segmenter"
 Case = tuple[np.ndarray, np.ndarray]
@@ -327,7 +328,7 @@ class ProxyDice:
         self, net: nn.Module, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor
     ) -> float:
         generator = torch.Generator().manual_seed(self.seed)
-        optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
+        optimizer = adam(net.parameters(), lr=self.lr)
         net.train()
         for _ in range(self.steps):
             index = torch.randint(len(train_x), (self.batch_size,), generator=generator)

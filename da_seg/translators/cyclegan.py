@@ -43,6 +43,7 @@ from da_seg.losses import LSGANLoss, build_loss
 from da_seg.slices import SliceBank, stack_25d
 from da_seg.training import (
     ScalarLog,
+    adam,
     autocast,
     barrier,
     dist_info,
@@ -258,10 +259,8 @@ class CycleGAN:
         iterations = cfg["iterations_per_epoch"] or max(1, max(len(bank_a), len(bank_b)) // cfg["batch_size"])
         crop = None if cfg["image_size"] is None else _crop(cfg["image_size"])
         gen_params = [*self.g_ab.parameters(), *self.g_ba.parameters()]
-        opt_g = torch.optim.Adam(gen_params, lr=cfg["lr"], betas=tuple(cfg["betas"]))
-        opt_d = torch.optim.Adam(
-            [*self.d_a.parameters(), *self.d_b.parameters()], lr=cfg["lr"], betas=tuple(cfg["betas"])
-        )
+        opt_g = adam(gen_params, lr=cfg["lr"], betas=tuple(cfg["betas"]))
+        opt_d = adam([*self.d_a.parameters(), *self.d_b.parameters()], lr=cfg["lr"], betas=tuple(cfg["betas"]))
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, self.lr_factor)
         sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, self.lr_factor)
         pool_a, pool_b = ImagePool(cfg["pool_size"]), ImagePool(cfg["pool_size"])
