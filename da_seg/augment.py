@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kornia.augmentation as K
-import torch
 from torch import Tensor, nn
 
 from da_seg.hookspecs import hookimpl
@@ -88,7 +87,7 @@ class Augmentation:
         for spec in self.specs:
             AUGMENTATIONS.get(spec.get("name", ""))  # fail early on an unknown name, with close matches
         self.fill = fill
-        self._pipelines: dict[Size, K.AugmentationSequential] = {}
+        self._pipelines: dict[tuple[int, int, bool], K.AugmentationSequential] = {}
 
     def __bool__(self) -> bool:
         return bool(self.specs)
@@ -106,23 +105,23 @@ class Augmentation:
             ops.extend(built if isinstance(built, (list, tuple)) else [built])
         return ops
 
-    def _pipeline(self, size: Size) -> K.AugmentationSequential:
-        if size not in self._pipelines:
-            self._pipelines[size] = K.AugmentationSequential(*self.modules(size), data_keys=["input", "mask"])
-        return self._pipelines[size]
+    def _pipeline(self, size: Size, with_mask: bool) -> K.AugmentationSequential:
+        key = (*size, with_mask)
+        if key not in self._pipelines:
+            keys = ["input", "mask"] if with_mask else ["input"]
+            self._pipelines[key] = K.AugmentationSequential(*self.modules(size), data_keys=keys)
+        return self._pipelines[key]
 
     def __call__(self, images: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         if not self.specs:
             return images, masks
-        pipe = self._pipeline((int(images.shape[-2]), int(images.shape[-1])))
+        pipe = self._pipeline((int(images.shape[-2]), int(images.shape[-1])), masks is not None)
         dtype = images.dtype
         x = images.float() - self.fill
-        m = torch.zeros_like(x[:, :1]) if masks is None else masks.float()
-        x, m = pipe(x, m)
-        x = (x + self.fill).to(dtype)
-        if masks is None:
-            return x, None
-        return x, m.round().to(masks.dtype)
+        if masks is None:  # translator batches: no mask to warp
+            return (pipe(x) + self.fill).to(dtype), None
+        x, m = pipe(x, masks.float())
+        return (x + self.fill).to(dtype), m.round().to(masks.dtype)
 
 
 def build_augmentation(specs: Sequence[AugmentSpec] | None, *, fill: float = -1.0) -> Augmentation:

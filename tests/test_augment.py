@@ -84,3 +84,16 @@ def test_empty_is_identity_and_masks_optional() -> None:
 def test_unknown_name_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="did you mean"):
         build_augmentation([{"name": "rotaton"}])
+
+
+@pytest.mark.parametrize("specs", SPECS, ids=lambda s: "+".join(x if isinstance(x, str) else x["name"] for x in s))
+def test_images_without_masks_get_the_same_transform(specs) -> None:
+    """Translator batches have no mask: nothing extra is warped, and the images move exactly as with a mask."""
+    image, mask = _shape_batch(torch.device("cpu"))
+    augment = build_augmentation(specs)
+    torch.manual_seed(1)
+    with_mask, _ = augment(image, mask)
+    torch.manual_seed(1)
+    alone, none = augment(image, None)
+    assert none is None
+    torch.testing.assert_close(alone, with_mask)
