@@ -123,14 +123,15 @@ def step_flops(step: SegmenterStep) -> int:
 
 
 class CycleGANStep:
-    """One CycleGAN iteration at 128x128 (ResNet 6 blocks, ngf/ndf 16, batch 1) through `CycleGAN.fit`."""
+    """One CycleGAN iteration at 128x128 (ResNet 6 blocks, ngf/ndf 16, ``batch`` slices) through `CycleGAN.fit`."""
 
-    def __init__(self, mode: tuple[str, bool, bool], device: torch.device) -> None:
+    def __init__(self, mode: tuple[str, bool, bool], device: torch.device, batch: int = 1) -> None:
         self.precision, self.channels_last, self.compile = mode
         rng = np.random.default_rng(0)
-        self.a = [np.tanh(rng.normal(0, 0.5, (4, 128, 128))).astype(np.float32)]
-        self.b = [np.tanh(rng.normal(0, 0.5, (4, 128, 128))).astype(np.float32)]
+        self.a = [np.tanh(rng.normal(0, 0.5, (8, 128, 128))).astype(np.float32)]
+        self.b = [np.tanh(rng.normal(0, 0.5, (8, 128, 128))).astype(np.float32)]
         self.device = device
+        self.batch = batch
 
     def fit(self, iterations: int) -> float:
         model = TRANSLATORS.build(
@@ -140,6 +141,7 @@ class CycleGANStep:
                 "width": 16,
                 "disc_width": 16,
                 "epochs": 1,
+                "batch_size": self.batch,
                 "iterations_per_epoch": iterations,
                 "sample_every": 0,
                 "keep_checkpoints": 0,
@@ -157,9 +159,9 @@ class CycleGANStep:
         return time.perf_counter() - tic
 
 
-def cyclegan_rates(device: torch.device, rounds: int) -> dict[str, float]:
+def cyclegan_rates(device: torch.device, rounds: int, batch: int = 1) -> dict[str, float]:
     """Seconds per CycleGAN iteration per mode: (fit of 4 iterations - fit of 1) / 3, median over rounds."""
-    steps = {name: CycleGANStep(mode, device) for name, mode in MODES.items()}
+    steps = {name: CycleGANStep(mode, device, batch) for name, mode in MODES.items()}
     for s in steps.values():
         s.fit(1)  # warm-up
     times: dict[str, list[float]] = {k: [] for k in steps}
@@ -212,6 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="timed steps per mode (median)")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--cyclegan-batch", type=int, nargs="+", default=[1], help="CycleGAN batch sizes to time")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile modes")
@@ -279,11 +282,11 @@ def main() -> None:
         ]
         print(lines[-2], flush=True)
 
-    if "cyclegan" not in args.skip:
-        cg = cyclegan_rates(device, args.rounds)
+    for cyclegan_batch in [] if "cyclegan" in args.skip else args.cyclegan_batch:
+        cg = cyclegan_rates(device, args.rounds, cyclegan_batch)
         lines += [
-            "CycleGAN iteration, ResNet 6 blocks, ngf/ndf 16, 128x128, batch 1, through `CycleGAN.fit` "
-            "((fit of 4 iterations - fit of 1) / 3):",
+            f"CycleGAN iteration, ResNet 6 blocks, ngf/ndf 16, 128x128, batch {cyclegan_batch}, through "
+            "`CycleGAN.fit` ((fit of 4 iterations - fit of 1) / 3):",
             "",
             "| mode | s/it | it/s | speed-up vs fp32 NCHW |",
             "|---|---|---|---|",
