@@ -369,17 +369,7 @@ def audit_sections(up: Upstream, translator_dir: Path) -> list[tuple[str, str, s
     seg = config.segmentation
 
     def segment_fn(cases: list, out: Path) -> TrainedSegmenter:
-        return train_segmenter(
-            seg.model,
-            cases,
-            seg,
-            workdir=out,
-            device=up.device,
-            precision=config.runtime.precision,
-            seed=config.seed,
-            classes=up.task.classes,
-            progress=False,
-        )
+        return _fit_segmenter(up, seg, cases, out, progress=False)
 
     def work(folder: Path) -> None:
         audit_translator_checkpoints(
@@ -502,20 +492,27 @@ def _load_synct(folder: Path, cases: list[PreparedCase]) -> list[PreparedCase]:
     return [replace(c, image=np.load(folder / f"{c.id}.npy")) for c in cases]
 
 
+def _fit_segmenter(up: Upstream, seg: Any, cases: list, workdir: Path, progress: bool = True) -> TrainedSegmenter:
+    """Every segmenter of a run (methods and audit) trains through here: same seed and runtime switches."""
+    runtime = up.config.runtime
+    return train_segmenter(
+        seg.model,
+        cases,
+        seg,
+        workdir=workdir,
+        device=up.device,
+        precision=runtime.precision,
+        seed=up.config.seed,
+        classes=up.task.classes,
+        progress=progress,
+        channels_last=runtime.layout("segmenter"),
+        compile=runtime.compile,
+    )
+
+
 def _train(up: Upstream, name: str, key: str, seg: Any, cases: list[PreparedCase]) -> TrainedSegmenter:
     def work(folder: Path) -> None:
-        model = train_segmenter(
-            seg.model,
-            [(c.image, c.mask) for c in cases],
-            seg,
-            workdir=folder / "work",
-            device=up.device,
-            precision=up.config.runtime.precision,
-            seed=up.config.seed,
-            classes=up.task.classes,
-            channels_last=up.config.runtime.layout("segmenter"),
-            compile=up.config.runtime.compile,
-        )
+        model = _fit_segmenter(up, seg, [(c.image, c.mask) for c in cases], folder / "work")
         if is_main():
             model.save(folder / "model")
 

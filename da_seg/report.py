@@ -216,11 +216,13 @@ def write_report(
         sh = ["method", "test data", *[f"Dice {lab}" for lab in task.labels]]
         srows = structure_rows(rows, task.labels)
         sections.append(("Per structure", _md_table(sh, srows), _html_table(sh, srows)))
+    present = {str(r["method"]).split("@")[0] for r in rows}
+    labels = {k: v for k, v in METHOD_LABELS.items() if k in present}  # only the methods this run trained
     sections.append(
         (
             "Methods",
-            "\n".join(f"- `{k}`: {v}" for k, v in METHOD_LABELS.items()),
-            "<ul>" + "".join(f"<li><code>{k}</code>: {v}</li>" for k, v in METHOD_LABELS.items()) + "</ul>",
+            "\n".join(f"- `{k}`: {v}" for k, v in labels.items()),
+            "<ul>" + "".join(f"<li><code>{k}</code>: {v}</li>" for k, v in labels.items()) + "</ul>",
         )
     )
     if fidelity:

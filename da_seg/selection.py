@@ -569,7 +569,7 @@ class CheckpointAudit:
                 "(train the translator or the audit segmenters longer)." + few
             )
         best = max((c for c in self.correlations if not math.isnan(c["rho"])), key=lambda c: c["rho"], default=None)
-        closest = f" The closest is {best['criterion']} (rho {best['rho']:.2f})." if best else ""
+        closest = f" The closest is {best['criterion']} (rho {best['rho']:.3f})." if best else ""
         none = f"No label-free criterion reaches Spearman rho >= {threshold} with the true Dice over {n} checkpoints."
         return none + closest + few
 

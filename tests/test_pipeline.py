@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from da_seg import load_config
 from da_seg.errors import DasegError
@@ -121,6 +122,7 @@ def test_label_free_selection_and_audit_in_the_report(tmp_path: Path, tiny_confi
     assert "epoch_000" in selection["selected"] and len(selection["ranking"]) == 3
     report = (result.run_dir / "report.md").read_text()
     assert "Checkpoint selection without target labels" in report and "cycle_error" in report
+    assert "- `synct`" in report and "`oracle`" not in report  # methods that were not trained are not listed
 
 
 def test_ctrl_c_during_translator_training_then_resume(tmp_path: Path, tiny_config) -> None:
@@ -140,3 +142,17 @@ def test_ctrl_c_during_translator_training_then_resume(tmp_path: Path, tiny_conf
     resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "runs/interrupted/report.html").exists()
+
+
+def test_audit_trains_its_segmenters_like_the_pipeline(tmp_path: Path, tiny_config) -> None:
+    """The audit's segmenter for the final snapshot is the pipeline's SynCT segmenter (same data, seed and runtime
+    switches), so its 'true Dice' is the Dice the run reports; it once ran in NCHW while the run used NHWC."""
+    from safetensors.torch import load_file
+
+    overrides = {"baselines": [], "selection.audit": True, "selection.criteria": [{"name": "cycle_error"}]}
+    result = run_pipeline(load_config(tiny_config(tmp_path, "audited", gan_epochs=2, seg_epochs=1), overrides))
+    ours = load_file(next((result.run_dir / "seg_synct/model").glob("*.safetensors")))
+    audits = load_file(next((result.run_dir / "selection_audit/seg/epoch_0002/model").glob("*.safetensors")))
+    assert ours.keys() == audits.keys()
+    for name, weight in ours.items():
+        torch.testing.assert_close(audits[name], weight, rtol=0, atol=0)

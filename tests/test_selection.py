@@ -160,8 +160,10 @@ def test_audit_verdicts() -> None:
     bad = CheckpointAudit(rows[:3], [corr("kid", 0.5), corr("cycle_error", math.nan)])
     assert bad.verdict().startswith(
         "No label-free criterion reaches Spearman rho >= 0.6 with the true Dice over 3 checkpoints. "
-        "The closest is kid (rho 0.50). Only 3 checkpoints"
+        "The closest is kid (rho 0.500). Only 3 checkpoints"
     )
+    near = CheckpointAudit(rows, [corr("flip_agreement", 0.595)])  # was printed "rho 0.60" under "none reaches 0.6"
+    assert near.verdict().endswith("The closest is flip_agreement (rho 0.595).")
     flat = CheckpointAudit([{**r, "true_dice": 0.0} for r in rows], [corr("kid", math.nan)])
     assert flat.verdict().startswith("The true Dice is 0.000 for all 6 checkpoints")
 
