@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--generator", default="resnet", help='"resnet" (6 blocks) or "unet"')
     parser.add_argument("--width", type=int, default=16, help="generator and discriminator base width")
+    parser.add_argument("--disc-layers", type=int, default=3, help="PatchGAN stride-2 layers (3: 70x70 patches)")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
     parser.add_argument("--out", type=Path, default=None)
@@ -108,6 +109,7 @@ def main() -> None:
         "width": args.width,
         "blocks": 6,
         "disc_width": args.width,
+        "disc_layers": args.disc_layers,
         "epochs": args.epochs,
         "iterations_per_epoch": args.iterations,
         "batch_size": args.batch_size,
