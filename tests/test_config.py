@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from da_seg import validate
 from da_seg.config import Config, load_config, parse_config
 from da_seg.errors import ConfigError
 
@@ -83,3 +84,21 @@ def test_every_config_key_is_documented() -> None:
     doc = (ROOT / "docs/config.md").read_text()
     missing = [k for k in _keys(Config) if f"`{k}`" not in doc]
     assert not missing, f"undocumented config keys: {missing}"
+
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_shipped_examples_validate(path: Path) -> None:
+    """Every example config (and every variation of the example study) builds all its components."""
+    if "cardiac" in path.name:
+        pytest.importorskip("cardiac_mr2ct", reason="the cardiac_mr2ct plugin is not installed")
+    if "[grid]" in path.read_text():
+        from da_seg.study import load_study
+
+        spec = load_study(path)
+        for variation in spec.variations():
+            validate(load_config(spec.base, {**spec.overrides, **variation}))
+    else:
+        validate(path)
