@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from da_seg import DataError
-from da_seg.volume import Volume, write_volume
+from da_seg.phantom import PhantomImage, ellipsoid, grid_coords, smooth_noise, volume_at, write_layout
 
 STRUCTURES: tuple[str, ...] = ("lv_blood", "myocardium", "rv_blood", "la_blood", "ra_blood", "aorta")
 
@@ -52,15 +51,6 @@ class Anatomy:
 
     params: dict[str, Any]
     seed: int
-
-
-@dataclass
-class PhantomImage:
-    """A rendered subject: the image, its label map (1..6, see `STRUCTURES`) and the tissue map."""
-
-    image: Volume
-    mask: Volume
-    tissues: Volume
 
 
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
@@ -96,17 +86,6 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     return Anatomy(p, int(rng.integers(2**31)))
 
 
-def _coords(shape: tuple[int, int, int], spacing: tuple[float, float, float], centre: tuple[float, float, float]):
-    """Broadcastable physical coordinates (z, y, x) of voxel centres of a grid centred at ``centre`` (x, y, z)."""
-    axes = []
-    for axis, (n, s) in enumerate(zip(shape, spacing, strict=True)):
-        values = (np.arange(n) - (n - 1) / 2) * s + centre[2 - axis]
-        view = [1, 1, 1]
-        view[axis] = n
-        axes.append(values.reshape(view).astype(np.float32))
-    return axes  # z, y, x
-
-
 def heart_frame(p: dict[str, Any]) -> np.ndarray:
     """Rows: the heart frame's axes in patient (x, y, z): ``a`` (lateral), ``b`` (posterior-ish), ``l`` (to apex)."""
     az, el = p["azimuth"], p["elevation"]
@@ -122,11 +101,6 @@ def heart_frame(p: dict[str, Any]) -> np.ndarray:
 def _in_frame(z, y, x, centre, frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     dx, dy, dz = x - centre[0], y - centre[1], z - centre[2]
     return tuple(r[0] * dx + r[1] * dy + r[2] * dz for r in frame)  # type: ignore[return-value]
-
-
-def _ell(a, b, c, centre, radii) -> np.ndarray:
-    """Normalised radius in some frame: < 1 inside the ellipsoid."""
-    return ((a - centre[0]) / radii[0]) ** 2 + ((b - centre[1]) / radii[1]) ** 2 + ((c - centre[2]) / radii[2]) ** 2
 
 
 def label_map(anatomy: Anatomy, z, y, x) -> np.ndarray:
@@ -148,7 +122,7 @@ def label_map(anatomy: Anatomy, z, y, x) -> np.ndarray:
     for side in (-1, 1):
         lung = ((x - side * (gap + 45)) / 52) ** 2 + ((y - 10) / (by - fat - wall - 4)) ** 2 + zero
         t[(lung < 1) & (cavity < 1) & (side * x > gap * 0.6)] = LUNG
-    t[_ell(x, y, z, (-30, 0, p["liver_z"]), (110, 90, 45)) < 1] = LIVER
+    t[ellipsoid(x, y, z, (-30, 0, p["liver_z"]), (110, 90, 45)) < 1] = LIVER
     # ribs: small oval cross-sections in the chest wall that come and go with height; sternum in front
     angle = np.arctan2(y, x)
     ring = np.abs(np.sqrt(chest) - (1 - (fat + wall * 0.5) / by)) < 0.045
@@ -177,14 +151,14 @@ def label_map(anatomy: Anatomy, z, y, x) -> np.ndarray:
     a, b, l_ = _in_frame(z, y, x, (hx, hy, hz), frame)
     lv, thick = p["lv"], p["wall"]
     rv = p["rv"]
-    t[_ell(a, b, l_, (-32, -4, 8), (rv[0] + 4, rv[1] + 4, rv[2] + 4)) < 1] = RV_WALL
-    t[_ell(a, b, l_, (-32, -4, 8), rv) < 1] = RV_BLOOD
+    t[ellipsoid(a, b, l_, (-32, -4, 8), (rv[0] + 4, rv[1] + 4, rv[2] + 4)) < 1] = RV_WALL
+    t[ellipsoid(a, b, l_, (-32, -4, 8), rv) < 1] = RV_BLOOD
     la, ra = p["la"], p["ra"]
-    t[_ell(a, b, l_, (6, 22, -42), la) < 1] = LA_BLOOD
-    t[_ell(a, b, l_, (-34, 16, -40), ra) < 1] = RA_BLOOD
-    outer = _ell(a, b, l_, (6, 0, 6), (lv[0] + thick, lv[1] + thick, lv[2] + thick))
+    t[ellipsoid(a, b, l_, (6, 22, -42), la) < 1] = LA_BLOOD
+    t[ellipsoid(a, b, l_, (-34, 16, -40), ra) < 1] = RA_BLOOD
+    outer = ellipsoid(a, b, l_, (6, 0, 6), (lv[0] + thick, lv[1] + thick, lv[2] + thick))
     t[(outer < 1) & (l_ > -lv[2] * 0.75)] = MYOCARDIUM
-    t[(_ell(a, b, l_, (6, 0, 6), lv) < 1) & (l_ > -lv[2] * 0.75)] = LV_BLOOD
+    t[(ellipsoid(a, b, l_, (6, 0, 6), lv) < 1) & (l_ > -lv[2] * 0.75)] = LV_BLOOD
     # ascending aorta: leaves the LV base between the atria and rises vertically
     root = np.asarray([hx, hy, hz]) + frame.T @ np.array([-8.0, 2.0, -lv[2] * 0.75])
     ar = p["aorta"]
@@ -194,18 +168,6 @@ def label_map(anatomy: Anatomy, z, y, x) -> np.ndarray:
 
 
 # -- rendering ----------------------------------------------------------------------------------------------------
-def _smooth_noise(rng: np.random.Generator, shape, sigma) -> np.ndarray:
-    field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="wrap")
-    return field / (field.std() + 1e-6)
-
-
-def _volume(array: np.ndarray, spacing_zyx, centre_xyz) -> Volume:
-    shape = np.asarray(array.shape)
-    spacing_xyz = np.asarray(spacing_zyx[::-1], float)
-    origin = np.asarray(centre_xyz, float) - (shape[::-1] - 1) / 2 * spacing_xyz
-    return Volume(array, tuple(spacing_xyz), tuple(origin))
-
-
 def labels_of(tissues: np.ndarray) -> np.ndarray:
     """Tissue codes -> the task's uint8 label map (1..6 in `STRUCTURES` order, 0 elsewhere)."""
     lut = np.zeros(256, np.uint8)
@@ -236,7 +198,7 @@ def render_mr(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     centre = (hx + sx * 0.4, hy + sy * 0.4, hz + sz * 0.4)  # planned on the heart
     fine_shape = (MR_SHAPE[0] * MR_SUBSLICES, *MR_SHAPE[1:])
     fine_spacing = (MR_SPACING[0] / MR_SUBSLICES, *MR_SPACING[1:])
-    z, y, x = _coords(fine_shape, fine_spacing, centre)
+    z, y, x = grid_coords(fine_shape, fine_spacing, centre)
     tissues = label_map(anatomy, z, y, x)
     lut = np.zeros(32, np.float32)
     for code, mean in MR_MEANS.items():
@@ -245,15 +207,15 @@ def render_mr(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     lut[[LV_BLOOD, RV_BLOOD, LA_BLOOD, RA_BLOOD, AORTA]] = blood * rng.uniform(0.95, 1.05, 5)
     lut[MYOCARDIUM] = blood * p["mr_myo"]
     image = lut[tissues]
-    image *= 1 + 0.05 * _smooth_noise(rng, fine_shape, (1.0, 1.5, 1.5))
+    image *= 1 + 0.05 * smooth_noise(rng, fine_shape, (1.0, 1.5, 1.5))
     # flow: blood in the chambers is not uniform (inflow enhancement, dark jets)
-    flow = _smooth_noise(rng, fine_shape, (2.0, 3.0, 3.0))
+    flow = smooth_noise(rng, fine_shape, (2.0, 3.0, 3.0))
     image = np.where(np.isin(tissues, BLOOD), image * (1 + 0.08 * flow), image)
     image = image.reshape(MR_SHAPE[0], MR_SUBSLICES, *MR_SHAPE[1:]).mean(1)
     image = ndimage.gaussian_filter(image, (0, 0.6, 0.6))
     centre_slices = tissues[MR_SUBSLICES // 2 :: MR_SUBSLICES]
     # bias: anterior and posterior coil arrays, plus a smooth random field
-    y2 = _coords(MR_SHAPE, MR_SPACING, centre)[1]
+    y2 = grid_coords(MR_SHAPE, MR_SPACING, centre)[1]
     coil = 1 + 0.3 * np.exp(-(((y2 + 110) / 60) ** 2)) + 0.2 * np.exp(-(((y2 - 110) / 60) ** 2))
     low_res = ndimage.zoom(rng.normal(0, 0.12, (3, 4, 4)), np.asarray(MR_SHAPE) / (3, 4, 4), order=3)
     scale = rng.uniform(0.7, 1.4)
@@ -262,9 +224,9 @@ def render_mr(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     image = np.hypot(image + rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape))  # Rician
     image = np.clip(image, 0, 4000).astype(np.int16)
     return PhantomImage(
-        _volume(image, MR_SPACING, centre),
-        _volume(labels_of(centre_slices), MR_SPACING, centre),
-        _volume(centre_slices, MR_SPACING, centre),
+        volume_at(image, MR_SPACING, centre),
+        volume_at(labels_of(centre_slices), MR_SPACING, centre),
+        volume_at(centre_slices, MR_SPACING, centre),
     )
 
 
@@ -286,7 +248,7 @@ def render_ct(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     sx, sy, sz = p["shift"]
     hx, hy, hz = p["heart"]
     centre = (hx + sx, hy + sy, hz + sz)  # cardiac CT is reconstructed around the heart
-    z, y, x = _coords(CT_SHAPE, CT_SPACING, centre)
+    z, y, x = grid_coords(CT_SHAPE, CT_SPACING, centre)
     tissues = label_map(anatomy, z, y, x)
     lut = np.zeros(32, np.float32)
     for code, mean in CT_MEANS.items():
@@ -296,15 +258,15 @@ def render_ct(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     lut[[RV_BLOOD, RA_BLOOD]] = p["rv_hu"] + rng.normal(0, 10, 2)
     lut[MYOCARDIUM] = p["myo_hu"]
     image = lut[tissues]
-    image += np.where(tissues == LUNG, 40 * _smooth_noise(rng, CT_SHAPE, 1.0), 0)  # lung vessels / texture
+    image += np.where(tissues == LUNG, 40 * smooth_noise(rng, CT_SHAPE, 1.0), 0)  # lung vessels / texture
     image = ndimage.gaussian_filter(image, (0.5, 0.7, 0.7))
-    noise = _smooth_noise(rng, CT_SHAPE, (0.3, 0.6, 0.6)) * rng.uniform(12, 25)
+    noise = smooth_noise(rng, CT_SHAPE, (0.3, 0.6, 0.6)) * rng.uniform(12, 25)
     image = image + np.where(tissues == AIR, 0.3, 1.0) * noise
     image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
     return PhantomImage(
-        _volume(image, CT_SPACING, centre),
-        _volume(labels_of(tissues), CT_SPACING, centre),
-        _volume(tissues, CT_SPACING, centre),
+        volume_at(image, CT_SPACING, centre),
+        volume_at(labels_of(tissues), CT_SPACING, centre),
+        volume_at(tissues, CT_SPACING, centre),
     )
 
 
@@ -317,12 +279,6 @@ def phantom_subject(seed: int, modality: str) -> PhantomImage:
     if modality == "CT":
         return render_ct(anatomy, np.random.default_rng(ct_seed))
     raise ValueError(f"modality must be 'MR' or 'CT', got {modality!r}")
-
-
-def _write(folder: Path, name: str, rendered: PhantomImage, labels: bool) -> None:
-    write_volume(rendered.image, folder / "images" / f"{name}.nii.gz")
-    if labels:
-        write_volume(rendered.mask, folder / "labels" / f"{name}.nii.gz", mask=True)
 
 
 def write_phantom(
@@ -342,22 +298,17 @@ def write_phantom(
     ``n_target_labelled > 0``, for the oracle) and, with ``paired``, ``paired_target/images``: the source subjects'
     own CT under the same file names. Subjects of different folders never share an anatomy.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder; give a folder for the phantom")
-    groups = [("source", "mr", n_source), ("target", "ct", n_target), ("evaluation", "eval", n_evaluation)]
-    groups.append(("target_labelled", "ctl", n_target_labelled))
-    streams = np.random.SeedSequence(seed).spawn(len(groups))
-    for (folder, prefix, count), stream in zip(groups, streams, strict=True):
-        seeds = [int(s.generate_state(1)[0]) for s in stream.spawn(count)]
-        for index, subject_seed in enumerate(seeds):
-            name = f"{prefix}_{index:03d}"
-            if folder == "source":
-                _write(out / "source", name, phantom_subject(subject_seed, "MR"), labels=True)
-                if paired:
-                    _write(out / "paired_target", name, phantom_subject(subject_seed, "CT"), labels=False)
-            else:
-                _write(out / folder, name, phantom_subject(subject_seed, "CT"), labels=folder != "target")
+    write_layout(
+        out,
+        lambda subject: phantom_subject(subject, "MR"),
+        lambda subject: phantom_subject(subject, "CT"),
+        n_source=n_source,
+        n_target=n_target,
+        n_evaluation=n_evaluation,
+        n_target_labelled=n_target_labelled,
+        paired=paired,
+        seed=seed,
+    )
 
 
 COLOURS = ("red", "gold", "deepskyblue", "lime", "magenta", "orange")

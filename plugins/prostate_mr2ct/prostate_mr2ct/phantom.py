@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from da_seg import DataError
-from da_seg.volume import Volume, write_volume
+from da_seg.phantom import PhantomImage, ellipsoid, grid_coords, smooth_noise, volume_at, write_layout
 
 # tissue codes of the label map every rendering starts from
 AIR, FAT, MUSCLE, CORTEX, MARROW, URINE, BLADDER_WALL, RECTAL_WALL, STOOL, GAS = range(10)
@@ -44,15 +43,6 @@ class Anatomy:
 
     params: dict[str, Any]
     seed: int
-
-
-@dataclass
-class PhantomImage:
-    """A rendered subject: the image, its prostate mask and the tissue label map (for tests and figures)."""
-
-    image: Volume
-    mask: Volume
-    tissues: Volume
 
 
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
@@ -84,22 +74,6 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         "shift": (u(-8, 8), u(-8, 8), u(-5, 5)),  # where the scanner centred the field of view
     }
     return Anatomy(p, int(rng.integers(2**31)))
-
-
-def _coords(shape: tuple[int, int, int], spacing: tuple[float, float, float], centre: tuple[float, float, float]):
-    """Broadcastable physical coordinates (z, y, x) of voxel centres of a grid centred at ``centre`` (x, y, z)."""
-    axes = []
-    for axis, (n, s) in enumerate(zip(shape, spacing, strict=True)):
-        values = (np.arange(n) - (n - 1) / 2) * s + centre[2 - axis]
-        view = [1, 1, 1]
-        view[axis] = n
-        axes.append(values.reshape(view).astype(np.float32))
-    return axes  # z, y, x
-
-
-def _ellipsoid(z, y, x, centre, radii) -> np.ndarray:
-    """Normalised radius: < 1 inside the ellipsoid."""
-    return ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((z - centre[2]) / radii[2]) ** 2
 
 
 def label_map(anatomy: Anatomy, z, y, x) -> np.ndarray:
@@ -139,11 +113,11 @@ def label_map(anatomy: Anatomy, z, y, x) -> np.ndarray:
     t[cavity < 1] = FAT
     # obturator internus: lining the lateral cavity wall; levator ani: a sling under and around prostate and rectum
     for side in (-1, 1):
-        obt = _ellipsoid(z, y, x, (side * (cx * funnel - 6), 0, 5), (9, 38, 45))
+        obt = ellipsoid(x, y, z, (side * (cx * funnel - 6), 0, 5), (9, 38, 45))
         t[obt < 1] = OBTURATOR
     pcx, pcy, pcz = p["prostate_centre"]
     rx, ry, rz = p["prostate"]
-    sling = _ellipsoid(z, y, x, (pcx, pcy + 14, pcz - 10), (rx + 14, ry + 26, rz + 26))
+    sling = ellipsoid(x, y, z, (pcx, pcy + 14, pcz - 10), (rx + 14, ry + 26, rz + 26))
     t[(sling < 1) & (sling > 0.72) & (z < pcz + 8) & (y > pcy - 0.3 * ry)] = LEVATOR
     # bones: femoral heads and necks, acetabula, pubic rami and symphysis, ischial tuberosities
     fx, fr = p["femoral_x"], p["femoral_head"]
@@ -160,7 +134,7 @@ def label_map(anatomy: Anatomy, z, y, x) -> np.ndarray:
             ((side * 60, 10, 5), (8, 30, 22)),  # ischial ramus / posterior column
         ]
         for index, (centre, radii) in enumerate(parts):
-            r = _ellipsoid(z, y, x, centre, radii)
+            r = ellipsoid(x, y, z, centre, radii)
             shell = 1 - 2.5 / min(radii)  # cortex about 2-3 mm
             if index == 3:
                 bone |= (r < 1) & (r > 0.8)
@@ -172,7 +146,7 @@ def label_map(anatomy: Anatomy, z, y, x) -> np.ndarray:
     # bladder above the prostate, its wall muscle-like
     bl = p["bladder"]
     bladder_centre = (pcx, pcy - 8, pcz + rz + bl[2] * 0.8)
-    b = _ellipsoid(z, y, x, bladder_centre, bl)
+    b = ellipsoid(x, y, z, bladder_centre, bl)
     t[b < 1] = BLADDER_WALL
     t[b < (1 - 3.0 / min(bl)) ** 2] = URINE
     # rectum behind the prostate, curving posteriorly with height; gas pockets in its lumen
@@ -183,15 +157,15 @@ def label_map(anatomy: Anatomy, z, y, x) -> np.ndarray:
     lumen = rect < (1 - 3.5 / rr) ** 2
     t[lumen] = STOOL
     for gx, gy, gz, gr in p["gas"]:
-        g = _ellipsoid(z, y, x, (pcx + gx, pcy + ry + rr + p["rectum_offset"] + gy, gz), (gr, gr, gr * 1.5))
+        g = ellipsoid(x, y, z, (pcx + gx, pcy + ry + rr + p["rectum_offset"] + gy, gz), (gr, gr, gr * 1.5))
         t[lumen & (g < 1)] = GAS
     # periprostatic fat with the venous plexus, seminal vesicles above-behind the prostate
-    t[_ellipsoid(z, y, x, (pcx, pcy, pcz), (rx + 7, ry + 5, rz + 6)) < 1] = PERIPROSTATIC
+    t[ellipsoid(x, y, z, (pcx, pcy, pcz), (rx + 7, ry + 5, rz + 6)) < 1] = PERIPROSTATIC
     rng = np.random.default_rng(anatomy.seed)
     for vx, vy, vz in p["veins"]:
         angle = np.arctan2(vy, vx)
         centre = (pcx + np.cos(angle) * (rx + 3.5), pcy + np.sin(angle) * (ry + 3) - 2, pcz + vz * rz * 0.8)
-        t[_ellipsoid(z, y, x, centre, (1.6, 1.6, 4 + 3 * rng.random())) < 1] = VEIN
+        t[ellipsoid(x, y, z, centre, (1.6, 1.6, 4 + 3 * rng.random())) < 1] = VEIN
     sl, sw = p["seminal"]
     for side in (-1, 1):
         sv_centre = (pcx + side * (sl * 0.6), pcy + ry * 0.8, pcz + rz * 0.9)
@@ -221,18 +195,6 @@ def label_map(anatomy: Anatomy, z, y, x) -> np.ndarray:
 
 
 # -- rendering ----------------------------------------------------------------------------------------------------
-def _smooth_noise(rng: np.random.Generator, shape, sigma) -> np.ndarray:
-    field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="wrap")
-    return field / (field.std() + 1e-6)
-
-
-def _volume(array: np.ndarray, spacing_zyx, centre_xyz) -> Volume:
-    shape = np.asarray(array.shape)
-    spacing_xyz = np.asarray(spacing_zyx[::-1], float)
-    origin = np.asarray(centre_xyz, float) - (shape[::-1] - 1) / 2 * spacing_xyz
-    return Volume(array, tuple(spacing_xyz), tuple(origin))
-
-
 MR_MEANS = {  # T2-weighted TSE, arbitrary scanner units
     AIR: 5,
     FAT: 620,
@@ -261,7 +223,7 @@ def render_mr(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     centre = (sx * 0.4, sy * 0.4, sz * 0.4)  # MR is planned on the prostate
     fine_shape = (MR_SHAPE[0] * MR_SUBSLICES, *MR_SHAPE[1:])
     fine_spacing = (MR_SPACING[0] / MR_SUBSLICES, *MR_SPACING[1:])
-    z, y, x = _coords(fine_shape, fine_spacing, centre)
+    z, y, x = grid_coords(fine_shape, fine_spacing, centre)
     tissues = label_map(anatomy, z, y, x)
     scale = rng.uniform(0.8, 1.25)
     lut = np.zeros(32, np.float32)
@@ -270,15 +232,15 @@ def render_mr(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     lut[PZ] = lut[FAT] * rng.uniform(1.0, 1.25)  # the PZ is about as bright as fat, well above muscle
     image = lut[tissues]
     # texture: fine for all tissues, coarse nodular (BPH) in the central gland, striated for the PZ
-    image *= 1 + 0.06 * _smooth_noise(rng, fine_shape, (1.0, 1.5, 1.5))
-    nodules = _smooth_noise(rng, fine_shape, (2.0, 3.0, 3.0))
+    image *= 1 + 0.06 * smooth_noise(rng, fine_shape, (1.0, 1.5, 1.5))
+    nodules = smooth_noise(rng, fine_shape, (2.0, 3.0, 3.0))
     image = np.where(tissues == CG, image * (1 + 0.18 * nodules), image)
     image = np.where(tissues == PZ, image * (1 + 0.08 * nodules), image)
     image = image.reshape(MR_SHAPE[0], MR_SUBSLICES, *MR_SHAPE[1:]).mean(1)
     image = ndimage.gaussian_filter(image, (0, 0.6, 0.6))
     centre_slices = tissues[MR_SUBSLICES // 2 :: MR_SUBSLICES]
     # bias field: smooth multiplicative, brighter towards the (posterior and anterior) coil elements
-    y2 = _coords(MR_SHAPE, MR_SPACING, centre)[1]
+    y2 = grid_coords(MR_SHAPE, MR_SPACING, centre)[1]
     coil = 1 + 0.25 * np.exp(-(((y2 - 90) / 60) ** 2)) + 0.15 * np.exp(-(((y2 + 110) / 60) ** 2))
     low_res = ndimage.zoom(rng.normal(0, 0.12, (3, 4, 4)), np.asarray(MR_SHAPE) / (3, 4, 4), order=3)
     image = image * coil * np.exp(low_res[: MR_SHAPE[0], : MR_SHAPE[1], : MR_SHAPE[2]]) * scale
@@ -287,9 +249,9 @@ def render_mr(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     image = np.clip(image, 0, 4000).astype(np.int16)
     mask = np.isin(centre_slices, PROSTATE_TISSUES).astype(np.uint8)
     return PhantomImage(
-        _volume(image, MR_SPACING, centre),
-        _volume(mask, MR_SPACING, centre),
-        _volume(centre_slices, MR_SPACING, centre),
+        volume_at(image, MR_SPACING, centre),
+        volume_at(mask, MR_SPACING, centre),
+        volume_at(centre_slices, MR_SPACING, centre),
     )
 
 
@@ -315,7 +277,7 @@ def render_ct(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     sx, sy, sz = p["shift"]
     back = 1.03 * p["body"][1] + p["body_centre_y"]  # most posterior skin (buttocks)
     centre = (sx, sy + 30.0, sz)  # the table sits below the body, so the body is above the FOV centre
-    z, y, x = _coords(CT_SHAPE, CT_SPACING, centre)
+    z, y, x = grid_coords(CT_SHAPE, CT_SPACING, centre)
     tissues = label_map(anatomy, z, y, x)
     # scanner table: a curved carbon-fibre shell around a foam core, just behind the body
     table_y = back + 1 - 0.0004 * x**2 + 0 * z
@@ -333,15 +295,17 @@ def render_ct(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     lut[CORTEX] = rng.uniform(900, 1400)
     lut[MARROW] = rng.uniform(180, 350)
     image = lut[tissues]
-    image += np.where(tissues == STOOL, 120 * _smooth_noise(rng, CT_SHAPE, 1.0), 0)  # mottled stool
+    image += np.where(tissues == STOOL, 120 * smooth_noise(rng, CT_SHAPE, 1.0), 0)  # mottled stool
     image = ndimage.gaussian_filter(image, (0.5, 0.7, 0.7))  # scanner resolution (partial volume)
     noise_sd = rng.uniform(10, 20)
-    noise = _smooth_noise(rng, CT_SHAPE, (0.3, 0.6, 0.6)) * noise_sd
+    noise = smooth_noise(rng, CT_SHAPE, (0.3, 0.6, 0.6)) * noise_sd
     image = image + np.where(tissues == AIR, 0.3, 1.0) * noise
     image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
     mask = np.isin(tissues, PROSTATE_TISSUES).astype(np.uint8)
     return PhantomImage(
-        _volume(image, CT_SPACING, centre), _volume(mask, CT_SPACING, centre), _volume(tissues, CT_SPACING, centre)
+        volume_at(image, CT_SPACING, centre),
+        volume_at(mask, CT_SPACING, centre),
+        volume_at(tissues, CT_SPACING, centre),
     )
 
 
@@ -355,12 +319,6 @@ def phantom_subject(seed: int, modality: str) -> PhantomImage:
     if modality == "CT":
         return render_ct(anatomy, np.random.default_rng(ct_seed))
     raise ValueError(f"modality must be 'MR' or 'CT', got {modality!r}")
-
-
-def _write(folder: Path, name: str, rendered: PhantomImage, labels: bool) -> None:
-    write_volume(rendered.image, folder / "images" / f"{name}.nii.gz")
-    if labels:
-        write_volume(rendered.mask, folder / "labels" / f"{name}.nii.gz", mask=True)
 
 
 def write_phantom(
@@ -380,23 +338,17 @@ def write_phantom(
     masks for the oracle, when ``n_target_labelled > 0``) and, with ``paired``, ``paired_target/images``: the source
     subjects' own CT under the same file names. Subjects of different folders never share an anatomy.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder; give a folder for the phantom")
-    root = np.random.SeedSequence(seed)
-    groups = [("source", "mr", n_source), ("target", "ct", n_target), ("evaluation", "eval", n_evaluation)]
-    groups.append(("target_labelled", "ctl", n_target_labelled))
-    streams = root.spawn(len(groups))
-    for (folder, prefix, count), stream in zip(groups, streams, strict=True):
-        seeds = [int(s.generate_state(1)[0]) for s in stream.spawn(count)]
-        for index, subject_seed in enumerate(seeds):
-            name = f"{prefix}_{index:03d}"
-            if folder == "source":
-                _write(out / "source", name, phantom_subject(subject_seed, "MR"), labels=True)
-                if paired:
-                    _write(out / "paired_target", name, phantom_subject(subject_seed, "CT"), labels=False)
-            else:
-                _write(out / folder, name, phantom_subject(subject_seed, "CT"), labels=folder != "target")
+    write_layout(
+        out,
+        lambda subject: phantom_subject(subject, "MR"),
+        lambda subject: phantom_subject(subject, "CT"),
+        n_source=n_source,
+        n_target=n_target,
+        n_evaluation=n_evaluation,
+        n_target_labelled=n_target_labelled,
+        paired=paired,
+        seed=seed,
+    )
 
 
 def save_figure(path: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
