@@ -1,0 +1,57 @@
+"""Training a 2.5D segmenter and applying it to whole volumes (the paper's step 2, section 2.3).
+
+`train_segmenter` builds any registered segmenter with ``2 * context + 1`` input channels and trains it with Adam and
+a registered loss (BCE in the paper) on slices gathered from a `SliceBank`, augmented on the device. Cases (not
+slices) are split into training and validation, and the checkpoint with the best validation 3D Dice is kept.
+Checkpoints follow the translator's rules: ``workdir/last`` (weights, optimizer state, meta) is rewritten atomically
+every epoch and a rerun with the same workdir resumes from it; ``workdir/model`` is the best model, a
+self-contained directory that `TrainedSegmenter.load` and `predict_file` read.
+
+``classes = 1`` is the binary case (one sigmoid channel). With ``classes = K > 1`` the network has one sigmoid
+channel per structure (label ``k`` is channel ``k - 1``, one-vs-rest, so the same BCE/Dice losses apply) and a voxel
+takes the most probable structure when its probability reaches the threshold. With ``multiclass = "softmax"`` the
+network has ``K + 1`` channels (background first), is trained with a softmax loss (``ce``, ``softmax_dice``,
+``ce_dice``) on one-hot targets, and a voxel takes the argmax class.
+"""
+
+from da_seg.segmentation.inference import (
+    COMPONENT,
+    Case,
+    TrainedSegmenter,
+    build_segmenter,
+    is_volume_folder,
+    largest_components,
+    model_domain,
+    predict,
+    predict_file,
+    probabilities_to_labels,
+)
+from da_seg.segmentation.train import (
+    FoldResult,
+    cross_validate,
+    fold_indices,
+    split_cases,
+    targets,
+    train_segmenter,
+    validation_dice,
+)
+
+__all__ = [
+    "COMPONENT",
+    "Case",
+    "FoldResult",
+    "TrainedSegmenter",
+    "build_segmenter",
+    "cross_validate",
+    "fold_indices",
+    "is_volume_folder",
+    "largest_components",
+    "model_domain",
+    "predict",
+    "predict_file",
+    "probabilities_to_labels",
+    "split_cases",
+    "targets",
+    "train_segmenter",
+    "validation_dice",
+]
