@@ -37,19 +37,18 @@ from da_seg.volume import read_volume, resample_to
 GRID = {"spacing": (3.5, 3.125, 3.125), "size": (64, 64)}  # 200 mm field of view, the phantom MR's
 
 
+def against_truth(image: np.ndarray, case, target_domain: Domain, paired: Path) -> dict[str, float]:
+    """Fidelity metrics of ``image`` (on the common grid) restored to HU on the MR subject's grid, against the
+    subject's true CT resampled there, inside the body (true CT > -400 HU)."""
+    synct = target_domain.restore(image, case, mask=False)
+    truth = resample_to(read_volume(paired / "images" / f"{case.id}.nii.gz"), synct)
+    body = truth.array > -400
+    return {m: METRICS.get(m)(synct.array, truth.array, mask=body) for m in ("mae_hu", "mean_error_hu", "psnr", "ssim")}
+
+
 def fidelity(translator, cases, target_domain: Domain, paired: Path) -> dict[str, float]:
     """Mean over subjects of the fidelity metrics of ``translator``'s SynCT against the subject's true CT."""
-    rows = []
-    for case in cases:
-        synct = target_domain.restore(translator.translate(case.image), case, mask=False)
-        truth = resample_to(read_volume(paired / "images" / f"{case.id}.nii.gz"), synct)
-        body = truth.array > -400
-        rows.append(
-            {
-                m: METRICS.get(m)(synct.array, truth.array, mask=body)
-                for m in ("mae_hu", "mean_error_hu", "psnr", "ssim")
-            }
-        )
+    rows = [against_truth(translator.translate(case.image), case, target_domain, paired) for case in cases]
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
@@ -57,11 +56,9 @@ def window_floor(cases, target_domain: Domain, paired: Path) -> float:
     """MAE HU of a perfect translator: each subject's own CT pushed through the window and the restore path."""
     values = []
     for case in cases:
-        truth_file = read_volume(paired / "images" / f"{case.id}.nii.gz")
-        perfect = target_domain.prepare(resample_to(truth_file, case.grid)).image
-        synct = target_domain.restore(perfect, case, mask=False)
-        truth = resample_to(truth_file, synct)
-        values.append(METRICS.get("mae_hu")(synct.array, truth.array, mask=truth.array > -400))
+        truth = read_volume(paired / "images" / f"{case.id}.nii.gz")
+        perfect = target_domain.prepare(resample_to(truth, case.grid)).image
+        values.append(against_truth(perfect, case, target_domain, paired)["mae_hu"])
     return float(np.mean(values))
 
 
@@ -91,7 +88,8 @@ def main() -> None:
 
     tic = time.perf_counter()
     data = out / "phantom"
-    if not (data / "paired_target").is_dir():
+    paired = data / "paired_target"
+    if not paired.is_dir():
         write_phantom(data, n_source=args.subjects, n_target=args.subjects, n_evaluation=0, paired=True, seed=0)
     task = TASKS.create("prostate_mr2ct")
     source_domain = Domain(GRID["spacing"], GRID["size"], INTENSITIES.build(task.source_intensity))
@@ -122,19 +120,17 @@ def main() -> None:
     results = {}
     torch.manual_seed(0)
     untrained = TRANSLATORS.build(spec)
-    results["cyclegan untrained"] = fidelity(untrained, mr, target_domain, data / "paired_target")
+    results["cyclegan untrained"] = fidelity(untrained, mr, target_domain, paired)
     for name in ("identity", "histogram_matching"):
         baseline = TRANSLATORS.build({"name": name}).fit([c.image for c in mr], [c.image for c in ct])
-        results[name] = fidelity(baseline, mr, target_domain, data / "paired_target")
+        results[name] = fidelity(baseline, mr, target_domain, paired)
 
     tic = time.perf_counter()
     shutil.rmtree(out / "work", ignore_errors=True)  # train from scratch, never resume an earlier run
     model = TRANSLATORS.build(spec)
     model.fit([c.image for c in mr], [c.image for c in ct], workdir=out / "work", precision=args.precision, seed=0)
     train_s = time.perf_counter() - tic
-    results[f"cyclegan trained ({args.epochs * args.iterations} it)"] = fidelity(
-        model, mr, target_domain, data / "paired_target"
-    )
+    results[f"cyclegan trained ({args.epochs * args.iterations} it)"] = fidelity(model, mr, target_domain, paired)
     log = [json.loads(x) for x in (out / "work" / "log.jsonl").read_text().splitlines()]
     last = [r for r in log if r["kind"] == "epoch"][-1]
     print(
@@ -142,7 +138,6 @@ def main() -> None:
         f"(last epoch {last['it_per_s']:.2f} it/s, g {last['g']:.3f}, cycle {last['cycle']:.3f}, d {last['d']:.3f})"
     )
     print(f"samples: {out / 'work' / 'samples'}")
-    paired = data / "paired_target"
     trajectory = {
         int(d.name.split("_")[1]): fidelity(load_translator(d), mr, target_domain, paired)["mae_hu"]
         for d in sorted((out / "work").glob("epoch_[0-9][0-9][0-9][0-9]"))
@@ -156,7 +151,7 @@ def main() -> None:
     before = results["cyclegan untrained"]["mae_hu"]
     after = results[f"cyclegan trained ({args.epochs * args.iterations} it)"]["mae_hu"]
     verdict = "PASS" if after <= before / 2 else "FAIL"
-    floor = window_floor(mr, target_domain, data / "paired_target")
+    floor = window_floor(mr, target_domain, paired)
     print(f"\nfloor: the true CT through the [-500, 500] HU window and back scores MAE {floor:.1f} HU")
     print(f"MAE-HU untrained {before:.1f} -> trained {after:.1f} ({after / before:.2f}x): {verdict} (need <= 0.5x)")
 

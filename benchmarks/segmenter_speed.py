@@ -282,7 +282,8 @@ def main() -> None:
         ]
         print(lines[-2], flush=True)
 
-    for cyclegan_batch in [] if "cyclegan" in args.skip else args.cyclegan_batch:
+    cyclegan_batches = [] if "cyclegan" in args.skip else args.cyclegan_batch
+    for cyclegan_batch in cyclegan_batches:
         cg = cyclegan_rates(device, args.rounds, cyclegan_batch)
         lines += [
             f"CycleGAN iteration, ResNet 6 blocks, ngf/ndf 16, 128x128, batch {cyclegan_batch}, through "

@@ -224,7 +224,6 @@ def build_segmenter(
 def model_domain(segmenter: TrainedSegmenter) -> Any:
     """The `da_seg.data.Domain` a model was trained in (rebuilt from its meta.json)."""
     from da_seg.data import Domain
-    from da_seg.registry import INTENSITIES
 
     d = segmenter.domain
     if not d or "intensity" not in d or not isinstance(d["intensity"], Mapping):
@@ -232,7 +231,7 @@ def model_domain(segmenter: TrainedSegmenter) -> Any:
             "this model has no saved data domain (spacing, size, intensity), so raw images cannot be prepared; "
             "train it through the pipeline or pass domain= to train_segmenter"
         )
-    return Domain(tuple(d["spacing_zyx"]), tuple(d["size_hw"]), INTENSITIES.build(dict(d["intensity"])))
+    return Domain.from_settings(d)
 
 
 def predict_file(

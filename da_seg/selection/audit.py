@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from da_seg.errors import ConfigError, DataError
+from da_seg.metrics.segmentation import dice
 from da_seg.registry import SELECTORS
-from da_seg.selection.criteria import SEGMENTER, SNAPSHOT, TRANSLATOR, Case, Selector, dice_score
+from da_seg.selection.criteria import SEGMENTER, SNAPSHOT, TRANSLATOR, Case, Selector
 from da_seg.stats import spearman, to_html, to_markdown, write_csv
 
 
@@ -188,7 +189,7 @@ def target_dice(segmenter: Any, cases: Sequence[Case]) -> float:
     for image, mask in cases:
         labels = np.asarray(segmenter.segment(np.asarray(image, np.float32)))
         classes = int(getattr(segmenter, "classes", max(1, int(np.max(mask)))))
-        scores += [dice_score(labels == k, np.asarray(mask) == k) for k in range(1, classes + 1)]
+        scores += [dice(labels == k, np.asarray(mask) == k) for k in range(1, classes + 1)]
     return float(np.mean(scores))
 
 

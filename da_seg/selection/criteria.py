@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from da_seg.errors import ConfigError, DataError
 from da_seg.hookspecs import hookimpl
+from da_seg.metrics.segmentation import dice
 from da_seg.registry import SEGMENTERS
 from da_seg.slices import stack_25d
 from da_seg.training import adam
@@ -83,12 +84,6 @@ def _mean_abs_cycle(translator: Any, stacks: Tensor, first: str, second: str) ->
         return translator.translate_slices(translator.translate_slices(x, first), second)
 
     return float((_batched(cycle, stacks)[:, c] - stacks[:, c]).abs().mean())
-
-
-def dice_score(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Binary Dice; 1 when both are empty."""
-    total = int(pred.sum()) + int(ref.sum())
-    return 1.0 if total == 0 else float(2 * np.logical_and(pred, ref).sum() / total)
 
 
 # -- translator criteria ----------------------------------------------------------------------------------------
@@ -305,7 +300,7 @@ class ProxyDice:
         net.eval()
         with torch.no_grad():
             pred = _batched(lambda x: torch.sigmoid(net(x)), test_x, 64) >= 0.5
-        return dice_score(pred.numpy(), test_y.numpy() > 0)
+        return dice(pred[:, 0].numpy(), test_y[:, 0].numpy() > 0)
 
 
 # -- segmenter criteria -----------------------------------------------------------------------------------------
@@ -351,9 +346,7 @@ class FlipAgreement:
             plain = _probabilities(candidate, volume) >= self.threshold
             mirrored = np.ascontiguousarray(np.flip(volume, self.axis))
             back = np.flip(_probabilities(candidate, mirrored) >= self.threshold, self.axis)
-            scores += [
-                dice_score(plain[k], back[k]) if plain[k].any() or back[k].any() else 0.0 for k in range(len(plain))
-            ]
+            scores += [dice(plain[k], back[k]) if plain[k].any() or back[k].any() else 0.0 for k in range(len(plain))]
         return float(np.mean(scores))
 
 

@@ -24,6 +24,7 @@ Vectorised numpy on small grids: one subject takes a fraction of a second.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -281,34 +282,13 @@ def phantom_subject(seed: int, modality: str) -> PhantomImage:
     raise ValueError(f"modality must be 'MR' or 'CT', got {modality!r}")
 
 
-def write_phantom(
-    out: Path,
-    *,
-    n_source: int,
-    n_target: int,
-    n_evaluation: int,
-    n_target_labelled: int = 0,
-    paired: bool = False,
-    seed: int = 0,
-) -> None:
-    """Write the phantom data set in the documented layout (NIfTI) under ``out``.
-
-    ``source/{images,labels}`` (MR with label maps 1..6), ``target/images`` (CT of other subjects, unpaired),
-    ``evaluation/{images,labels}`` (CT with label maps, evaluation only), ``target_labelled/{images,labels}`` (when
-    ``n_target_labelled > 0``, for the oracle) and, with ``paired``, ``paired_target/images``: the source subjects'
-    own CT under the same file names. Subjects of different folders never share an anatomy.
-    """
-    write_layout(
-        out,
-        lambda subject: phantom_subject(subject, "MR"),
-        lambda subject: phantom_subject(subject, "CT"),
-        n_source=n_source,
-        n_target=n_target,
-        n_evaluation=n_evaluation,
-        n_target_labelled=n_target_labelled,
-        paired=paired,
-        seed=seed,
-    )
+# The task's phantom writer: `write_layout(out, *, n_source, n_target, n_evaluation, n_target_labelled=0,
+# paired=False, seed=0)` with this phantom's renderers (MR with label maps 1..6 in source/, CT everywhere else).
+write_phantom = partial(
+    write_layout,
+    render_source=partial(phantom_subject, modality="MR"),
+    render_target=partial(phantom_subject, modality="CT"),
+)
 
 
 COLOURS = ("red", "gold", "deepskyblue", "lime", "magenta", "orange")

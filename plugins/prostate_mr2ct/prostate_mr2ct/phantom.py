@@ -18,6 +18,7 @@ Everything is vectorised numpy on these small grids, so 24 MR + 24 CT subjects t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -321,34 +322,13 @@ def phantom_subject(seed: int, modality: str) -> PhantomImage:
     raise ValueError(f"modality must be 'MR' or 'CT', got {modality!r}")
 
 
-def write_phantom(
-    out: Path,
-    *,
-    n_source: int,
-    n_target: int,
-    n_evaluation: int,
-    n_target_labelled: int = 0,
-    paired: bool = False,
-    seed: int = 0,
-) -> None:
-    """Write the phantom data set in the documented layout (NIfTI) under ``out``.
-
-    ``source/{images,labels}`` (MR with prostate masks), ``target/images`` (CT of other subjects, unpaired),
-    ``evaluation/{images,labels}`` (CT with masks, for evaluation only), ``target_labelled/{images,labels}`` (CT with
-    masks for the oracle, when ``n_target_labelled > 0``) and, with ``paired``, ``paired_target/images``: the source
-    subjects' own CT under the same file names. Subjects of different folders never share an anatomy.
-    """
-    write_layout(
-        out,
-        lambda subject: phantom_subject(subject, "MR"),
-        lambda subject: phantom_subject(subject, "CT"),
-        n_source=n_source,
-        n_target=n_target,
-        n_evaluation=n_evaluation,
-        n_target_labelled=n_target_labelled,
-        paired=paired,
-        seed=seed,
-    )
+# The task's phantom writer: `write_layout(out, *, n_source, n_target, n_evaluation, n_target_labelled=0,
+# paired=False, seed=0)` with this phantom's renderers (MR with prostate masks in source/, CT everywhere else).
+write_phantom = partial(
+    write_layout,
+    render_source=partial(phantom_subject, modality="MR"),
+    render_target=partial(phantom_subject, modality="CT"),
+)
 
 
 def save_figure(path: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
