@@ -31,18 +31,20 @@ from prostate_mr2ct.phantom import write_phantom
 
 from da_seg.data import Domain, find_cases, load_prepared
 from da_seg.registry import INTENSITIES, METRICS, TASKS, TRANSLATORS
+from da_seg.training import resolve_device
 from da_seg.translators import load_translator
-from da_seg.volume import read_volume, resample_to
+from da_seg.volume import crop_or_pad, read_volume, resample_to
 
 GRID = {"spacing": (3.5, 3.125, 3.125), "size": (64, 64)}  # 200 mm field of view, the phantom MR's
 
 
 def against_truth(image: np.ndarray, case, target_domain: Domain, paired: Path) -> dict[str, float]:
     """Fidelity metrics of ``image`` (on the common grid) restored to HU on the MR subject's grid, against the
-    subject's true CT resampled there, inside the body (true CT > -400 HU)."""
+    subject's true CT resampled there, inside the body (true CT > -400 HU) and the crop (as the pipeline does)."""
     synct = target_domain.restore(image, case, mask=False)
     truth = resample_to(read_volume(paired / "images" / f"{case.id}.nii.gz"), synct)
-    body = truth.array > -400
+    inside = target_domain.restore(np.ones(image.shape, np.uint8), case, mask=True).array > 0
+    body = (truth.array > -400) & inside
     return {m: METRICS.get(m)(synct.array, truth.array, mask=body) for m in ("mae_hu", "mean_error_hu", "psnr", "ssim")}
 
 
@@ -53,11 +55,13 @@ def fidelity(translator, cases, target_domain: Domain, paired: Path) -> dict[str
 
 
 def window_floor(cases, target_domain: Domain, paired: Path) -> float:
-    """MAE HU of a perfect translator: each subject's own CT pushed through the window and the restore path."""
+    """MAE HU of a perfect translator: each subject's own CT on the MR case's grid and crop, pushed through the
+    window and the restore path."""
     values = []
     for case in cases:
-        truth = read_volume(paired / "images" / f"{case.id}.nii.gz")
-        perfect = target_domain.prepare(resample_to(truth, case.grid)).image
+        truth = resample_to(read_volume(paired / "images" / f"{case.id}.nii.gz"), case.grid).array
+        windowed = target_domain.intensity.forward(truth, target_domain.intensity.fit(truth))
+        perfect = crop_or_pad(windowed, target_domain.size_hw, target_domain.intensity.padding_value, case.offset_hw)
         values.append(against_truth(perfect, case, target_domain, paired)["mae_hu"])
     return float(np.mean(values))
 
@@ -75,6 +79,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16, help="generator and discriminator base width")
     parser.add_argument("--disc-layers", type=int, default=3, help="PatchGAN stride-2 layers (3: 70x70 patches)")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "auto"')
+    parser.add_argument("--centre", default="body", choices=Domain.CENTRES, help="in-plane crop centre of both domains")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -82,7 +88,7 @@ def main() -> None:
     cycle = json.loads(args.cycle_loss) if args.cycle_loss.startswith("{") else args.cycle_loss
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{args.threads} threads, load average {os.getloadavg()[0]:.1f}"
+        f"{args.threads} threads, device {resolve_device(args.device)}, load average {os.getloadavg()[0]:.1f}"
     )
     torch.set_num_threads(args.threads)
 
@@ -92,8 +98,8 @@ def main() -> None:
     if not paired.is_dir():
         write_phantom(data, n_source=args.subjects, n_target=args.subjects, n_evaluation=0, paired=True, seed=0)
     task = TASKS.create("prostate_mr2ct")
-    source_domain = Domain(GRID["spacing"], GRID["size"], INTENSITIES.build(task.source_intensity))
-    target_domain = Domain(GRID["spacing"], GRID["size"], INTENSITIES.build(task.target_intensity))
+    source_domain = Domain(GRID["spacing"], GRID["size"], INTENSITIES.build(task.source_intensity), args.centre)
+    target_domain = Domain(GRID["spacing"], GRID["size"], INTENSITIES.build(task.target_intensity), args.centre)
     mr = load_prepared(find_cases(data / "source", labelled=True), source_domain)
     ct = load_prepared(find_cases(data / "target", labelled=False), target_domain)
     print(
@@ -128,7 +134,14 @@ def main() -> None:
     tic = time.perf_counter()
     shutil.rmtree(out / "work", ignore_errors=True)  # train from scratch, never resume an earlier run
     model = TRANSLATORS.build(spec)
-    model.fit([c.image for c in mr], [c.image for c in ct], workdir=out / "work", precision=args.precision, seed=0)
+    model.fit(
+        [c.image for c in mr],
+        [c.image for c in ct],
+        workdir=out / "work",
+        device=resolve_device(args.device),
+        precision=args.precision,
+        seed=0,
+    )
     train_s = time.perf_counter() - tic
     results[f"cyclegan trained ({args.epochs * args.iterations} it)"] = fidelity(model, mr, target_domain, paired)
     log = [json.loads(x) for x in (out / "work" / "log.jsonl").read_text().splitlines()]

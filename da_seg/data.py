@@ -3,9 +3,9 @@
 A data folder holds ``images/`` and (when labelled) ``labels/`` whose entries match by name, in any format
 `read_volume` reads (a DICOM series is a sub-folder), or a ``manifest.csv`` with columns ``image,label`` (paths
 relative to the folder). `Domain.prepare` brings a volume onto the common grid: canonical orientation -> resample to
-the task spacing -> intensity to [-1, 1] -> centre crop/pad in-plane; `Domain.restore` undoes it, back onto the
-original file's grid. `load_prepared` keeps the prepared arrays in an on-disk cache, so a second run reads ``.npy``
-files instead of DICOM. See docs/data.md.
+the task spacing -> intensity to [-1, 1] -> crop/pad in-plane around the grid's or the body's centre;
+`Domain.restore` undoes it, back onto the original file's grid. `load_prepared` keeps the prepared arrays in an
+on-disk cache, so a second run reads ``.npy`` files instead of DICOM. See docs/data.md.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from da_seg.errors import DataError
 from da_seg.volume import (
@@ -66,6 +67,7 @@ class PreparedCase:
         original: the source file's grid (array is a zero-cost placeholder).
         grid: the resampled, canonical grid before the in-plane crop/pad (placeholder array).
         stats: the intensity preset's per-volume statistics (MR percentiles), for `Domain.restore`.
+        offset_hw: where the in-plane crop was centred, in pixels from the grid's centre (body centring).
     """
 
     id: str
@@ -74,6 +76,7 @@ class PreparedCase:
     original: Volume
     grid: Volume
     stats: dict[str, float] = field(default_factory=dict)
+    offset_hw: tuple[int, int] = (0, 0)
 
 
 class Domain:
@@ -81,20 +84,36 @@ class Domain:
 
     Args:
         spacing_zyx: target spacing in mm, ``(z, y, x)``.
-        size_hw: in-plane size after centre crop/pad.
+        size_hw: in-plane size after the crop/pad.
         intensity: an intensity preset (``forward``/``inverse``/``fit``/``padding_value``).
+        centre: where the crop is centred: ``"grid"`` (the volume's centre) or ``"body"`` (the body's centroid,
+            `body_offset`). A CT's field of view is centred on the scanner table, an MR's on the organ, so centring
+            on the grid puts the same anatomy tens of pixels apart in the two domains, and a CycleGAN then learns to
+            move anatomy instead of translating it; centring both on the body lines them up.
     """
 
-    def __init__(self, spacing_zyx: tuple[float, float, float], size_hw: tuple[int, int], intensity: Any) -> None:
+    CENTRES = ("grid", "body")
+
+    def __init__(
+        self,
+        spacing_zyx: tuple[float, float, float],
+        size_hw: tuple[int, int],
+        intensity: Any,
+        centre: str = "grid",
+    ) -> None:
+        if centre not in self.CENTRES:
+            raise DataError(f"crop centre must be one of {self.CENTRES}, got {centre!r}")
         self.spacing_zyx = tuple(float(s) for s in spacing_zyx)
         self.size_hw = (int(size_hw[0]), int(size_hw[1]))
         self.intensity = intensity
+        self.centre = centre
 
     @property
     def settings(self) -> dict[str, Any]:
         """What the prepared arrays depend on (part of the cache key)."""
         intensity = getattr(self.intensity, "settings", repr(self.intensity))
-        return {"spacing_zyx": list(self.spacing_zyx), "size_hw": list(self.size_hw), "intensity": intensity}
+        settings = {"spacing_zyx": list(self.spacing_zyx), "size_hw": list(self.size_hw), "intensity": intensity}
+        return settings | ({"centre": self.centre} if self.centre != "grid" else {})  # older keys stay valid
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> Domain:
@@ -106,12 +125,14 @@ class Domain:
                 tuple(settings["spacing_zyx"]),
                 tuple(settings["size_hw"]),
                 INTENSITIES.build(dict(settings["intensity"])),
+                settings.get("centre", "grid"),
             )
         except (KeyError, TypeError) as err:
             raise DataError(f"saved data domain is incomplete ({err}); retrain the model in the pipeline") from None
 
     def prepare(self, volume: Volume, mask: Volume | None = None, *, id: str | None = None) -> PreparedCase:
-        """Canonical orientation -> resample (linear; mask nearest) -> normalise -> crop/pad to ``size_hw``.
+        """Canonical orientation -> resample (linear; mask nearest) -> normalise -> crop/pad to ``size_hw``
+        around the grid's centre or the body's (``centre``).
 
         The intensity preset's optional ``check(array, source)`` sees the raw values first, so a CT not in HU or an
         MR/CT swap is refused (`DataError` naming the file) before anything is trained on it.
@@ -125,14 +146,17 @@ class Domain:
         canonical = to_canonical(volume)
         grid = resample(canonical, self.spacing_zyx)
         stats = self.intensity.fit(grid.array)
-        image = crop_or_pad(self.intensity.forward(grid.array, stats), self.size_hw, self.intensity.padding_value)
+        normalised = self.intensity.forward(grid.array, stats)
+        padding = self.intensity.padding_value
+        offset = body_offset(normalised, padding) if self.centre == "body" else (0, 0)
+        image = crop_or_pad(normalised, self.size_hw, padding, offset)
         prepared_mask = None
         if mask is not None:
             resampled = resample_to(to_canonical(mask), grid, mask=True)
-            prepared_mask = crop_or_pad(resampled.array.astype(np.uint8), self.size_hw, 0)
+            prepared_mask = crop_or_pad(resampled.array.astype(np.uint8), self.size_hw, 0, offset)
         name = id or volume_id(Path(str(volume.meta.get("path", "case"))))
         return PreparedCase(
-            name, image.astype(np.float32), prepared_mask, geometry_only(volume), geometry_only(grid), stats
+            name, image.astype(np.float32), prepared_mask, geometry_only(volume), geometry_only(grid), stats, offset
         )
 
     def restore(self, array: np.ndarray, case: PreparedCase, *, mask: bool) -> Volume:
@@ -147,14 +171,33 @@ class Domain:
             )
         hw = case.grid.shape[1:]
         if mask:
-            on_grid = case.grid.with_array(uncrop(np.asarray(array).astype(np.uint8), hw, 0))
+            on_grid = case.grid.with_array(uncrop(np.asarray(array).astype(np.uint8), hw, 0, case.offset_hw))
             return resample_to(on_grid, case.original, mask=True)
-        values = uncrop(np.asarray(array, dtype=np.float32), hw, self.intensity.padding_value)
+        values = uncrop(np.asarray(array, dtype=np.float32), hw, self.intensity.padding_value, case.offset_hw)
         on_grid = case.grid.with_array(self.intensity.inverse(values, case.stats or None))
         return resample_to(on_grid, case.original)
 
     def __repr__(self) -> str:
-        return f"Domain(spacing_zyx={self.spacing_zyx}, size_hw={self.size_hw}, intensity={self.intensity!r})"
+        return (
+            f"Domain(spacing_zyx={self.spacing_zyx}, size_hw={self.size_hw}, intensity={self.intensity!r}, "
+            f"centre={self.centre!r})"
+        )
+
+
+def body_offset(image: np.ndarray, background: float) -> tuple[int, int]:
+    """In-plane offset (pixels, from the grid's centre) of the body's centroid in a normalised ``(z, H, W)`` volume.
+
+    The body is the largest connected region a little above the background level (CT: -400 HU in the default
+    window), opened so that thin things (the table's shell, coil cables) detach from it. A volume with no body
+    keeps the grid's centre.
+    """
+    body = ndimage.binary_opening(image > background + 0.2, np.ones((1, 3, 3), bool), iterations=2)
+    labels, count = ndimage.label(body)
+    if count == 0:
+        return (0, 0)
+    sizes = ndimage.sum_labels(body, labels, range(1, count + 1))
+    _, y, x = np.nonzero(labels == 1 + int(np.argmax(sizes)))
+    return (round(float(y.mean()) - (image.shape[1] - 1) / 2), round(float(x.mean()) - (image.shape[2] - 1) / 2))
 
 
 # -- finding cases ----------------------------------------------------------------------------------------------
@@ -322,6 +365,7 @@ def _write_prepared(folder: Path, prepared: PreparedCase) -> None:
         "original": _geometry(prepared.original),
         "grid": _geometry(prepared.grid),
         "stats": prepared.stats,
+        "offset_hw": list(prepared.offset_hw),
     }
     (tmp / "case.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
@@ -335,8 +379,9 @@ def _load(folder: Path) -> PreparedCase | None:
         mask = np.load(folder / "mask.npy") if (folder / "mask.npy").exists() else None
     except (OSError, ValueError, KeyError):
         return None
+    offset = tuple(meta.get("offset_hw", (0, 0)))
     return PreparedCase(
-        meta["id"], image, mask, _placeholder(meta["original"]), _placeholder(meta["grid"]), meta["stats"]
+        meta["id"], image, mask, _placeholder(meta["original"]), _placeholder(meta["grid"]), meta["stats"], offset
     )
 
 

@@ -135,7 +135,8 @@ def domains(config: Config, task: Task) -> tuple[Domain, Domain]:
     size = config.data.size or task.size
     source = INTENSITIES.build(config.data.source_intensity or task.source_intensity)
     target = INTENSITIES.build(config.data.target_intensity or task.target_intensity)
-    return Domain(spacing, size, source), Domain(spacing, size, target)
+    centre = config.data.centre
+    return Domain(spacing, size, source, centre), Domain(spacing, size, target, centre)
 
 
 def split_test(cases: list[PreparedCase], fraction: float, seed: int) -> tuple[list, list]:

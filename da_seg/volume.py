@@ -327,31 +327,51 @@ def resample_to(volume: Volume, reference: Volume, *, mask: bool = False) -> Vol
     return _resample(volume, _grid(reference), mask)
 
 
-def crop_or_pad(array: np.ndarray, size_hw: tuple[int, int], value: float) -> np.ndarray:
-    """Centre-crop or pad the last two axes to ``size_hw`` with ``value`` (``uncrop`` inverts it).
+def _centred_start(current: int, target: int) -> int:
+    """Where a centred window of length ``target`` starts on an axis of length ``current`` (< 0: padding)."""
+    return (current - target) // 2 if current >= target else -((target - current) // 2)
+
+
+def _window(array: np.ndarray, starts: tuple[int, int], size_hw: tuple[int, int], value: float) -> np.ndarray:
+    """The ``size_hw`` window of the last two axes starting at ``starts``; what lies outside ``array`` is ``value``."""
+    out = np.full((*array.shape[:-2], *size_hw), value, dtype=array.dtype)
+    src, dst = [], []
+    for start, size, length in zip(starts, size_hw, array.shape[-2:], strict=True):
+        lo, hi = max(start, 0), min(start + size, length)
+        src.append(slice(lo, max(hi, lo)))
+        dst.append(slice(lo - start, max(hi, lo) - start))
+    out[(..., *dst)] = array[(..., *src)]
+    return out
+
+
+def crop_or_pad(
+    array: np.ndarray, size_hw: tuple[int, int], value: float, offset_hw: tuple[int, int] = (0, 0)
+) -> np.ndarray:
+    """Crop or pad the last two axes to ``size_hw`` with ``value``, centred on the array's centre moved by
+    ``offset_hw`` pixels (``uncrop`` with the same offset inverts it).
 
     Shape:
         ``(..., H, W)`` -> ``(..., size_hw[0], size_hw[1])``.
     """
-    out = array
-    for axis, target in zip((-2, -1), size_hw, strict=True):
-        current = out.shape[axis]
-        if current > target:
-            start = (current - target) // 2
-            out = np.take(out, np.arange(start, start + target), axis=axis)
-        elif current < target:
-            before = (target - current) // 2
-            widths = [(0, 0)] * out.ndim
-            widths[axis] = (before, target - current - before)
-            out = np.pad(out, widths, mode="constant", constant_values=value)
-    return out
+    size_hw = (int(size_hw[0]), int(size_hw[1]))
+    starts = tuple(
+        _centred_start(length, size) + int(offset)
+        for length, size, offset in zip(array.shape[-2:], size_hw, offset_hw, strict=True)
+    )
+    return _window(array, starts, size_hw, value)
 
 
-def uncrop(array: np.ndarray, original_hw: tuple[int, int], value: float) -> np.ndarray:
-    """Undo `crop_or_pad`: pad back what was cropped (with ``value``), crop away what was padded.
+def uncrop(
+    array: np.ndarray, original_hw: tuple[int, int], value: float, offset_hw: tuple[int, int] = (0, 0)
+) -> np.ndarray:
+    """Undo `crop_or_pad`: put the window back where it was taken from, ``value`` where nothing was kept.
 
     Shape:
         ``(..., h, w)`` -> ``(..., original_hw[0], original_hw[1])``.
     """
-    # crop offset (H - h) // 2 equals the pad-before width of the opposite operation, so the same call inverts it
-    return crop_or_pad(array, original_hw, value)
+    original_hw = (int(original_hw[0]), int(original_hw[1]))
+    starts = tuple(
+        -(_centred_start(length, size) + int(offset))
+        for length, size, offset in zip(original_hw, array.shape[-2:], offset_hw, strict=True)
+    )
+    return _window(array, starts, original_hw, value)

@@ -169,6 +169,48 @@ def test_mr_restore_uses_the_cases_own_percentiles() -> None:
     np.testing.assert_allclose(domain.restore(case.image, case, mask=False).array, mr.array, atol=1e-2)
 
 
+def off_centre_ct() -> tuple[Volume, Volume]:
+    """A CT whose body (an ellipse) lies 12 rows anterior and 6 columns left of the grid's centre, with a thin
+    bright "table shell" behind it; mask: a disc at the body's centre."""
+    _, y, x = np.indices((6, 64, 64))
+    body = ((y - 19.5) / 10) ** 2 + ((x - 37.5) / 14) ** 2 < 1
+    disc = ((y - 19.5) / 3) ** 2 + ((x - 37.5) / 3) ** 2 < 1
+    image = np.where(body, 40, -1000)
+    image[:, 50, 4:60] = 350  # the table's shell: thin, far from the body
+    geometry = {"spacing": (2.0, 2.0, 2.0), "origin": (0.0, 0.0, 0.0), "direction": (1, 0, 0, 0, 1, 0, 0, 0, 1)}
+    return Volume(image.astype(np.int16), **geometry), Volume(disc.astype(np.uint8), **geometry)
+
+
+def test_body_centred_crop_puts_the_body_in_the_middle_and_restore_undoes_it() -> None:
+    image, mask = off_centre_ct()
+    grid_centred = Domain((2.0, 2.0, 2.0), (32, 32), CTWindow()).prepare(image, mask, id="g")
+    body_centred = Domain((2.0, 2.0, 2.0), (32, 32), CTWindow(), centre="body").prepare(image, mask, id="b")
+    assert grid_centred.offset_hw == (0, 0)
+    assert body_centred.offset_hw == (-12, 6)  # the table's shell did not pull the centroid
+    for case, centre in ((grid_centred, (15.5 - 12, 15.5 + 6)), (body_centred, (15.5, 15.5))):
+        _, y, x = np.nonzero(case.mask)
+        assert (y.mean(), x.mean()) == pytest.approx(centre, abs=0.5)
+    domain = Domain((2.0, 2.0, 2.0), (32, 32), CTWindow(), centre="body")
+    back = domain.restore(body_centred.mask, body_centred, mask=True)
+    np.testing.assert_array_equal(back.array, mask.array)
+    values = domain.restore(body_centred.image, body_centred, mask=False).array
+    np.testing.assert_allclose(values[mask.array == 1], 40, atol=1e-3)
+
+
+def test_body_centre_is_saved_with_the_domain_and_checked() -> None:
+    domain = Domain((2.0, 2.0, 2.0), (32, 32), CTWindow(), centre="body")
+    assert Domain.from_settings(domain.settings).centre == "body"
+    assert "centre" not in Domain((2.0, 2.0, 2.0), (32, 32), CTWindow()).settings  # older models' settings
+    assert Domain.from_settings(Domain((2.0, 2.0, 2.0), (32, 32), CTWindow()).settings).centre == "grid"
+    with pytest.raises(DataError, match="crop centre must be one of"):
+        Domain((2.0, 2.0, 2.0), (32, 32), CTWindow(), centre="organ")
+
+
+def test_an_empty_volume_keeps_the_grid_centre() -> None:
+    air = Volume(np.full((4, 20, 20), -1000, np.int16), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert Domain((2.0, 2.0, 2.0), (16, 16), CTWindow(), centre="body").prepare(air, id="air").offset_hw == (0, 0)
+
+
 # -- cache ------------------------------------------------------------------------------------------------------
 def test_second_run_reads_the_cache_not_the_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_folder(tmp_path / "data")
@@ -195,3 +237,17 @@ def test_second_run_reads_the_cache_not_the_files(tmp_path: Path, monkeypatch: p
     os.utime(cases[0].image, ns=(1, 1))
     with pytest.raises(AssertionError, match=r"read .*a\.nii\.gz"):
         load_prepared(cases, domain, tmp_path / "cache")
+
+
+def test_cache_keeps_the_body_centred_crop_offset(tmp_path: Path) -> None:
+    image, mask = off_centre_ct()
+    write_volume(image, tmp_path / "data/images/c.nii.gz")
+    write_volume(mask, tmp_path / "data/labels/c.nii.gz")
+    domain = Domain((2.0, 2.0, 2.0), (32, 32), CTWindow(), centre="body")
+    cases = find_cases(tmp_path / "data", labelled=True)
+    first = load_prepared(cases, domain, tmp_path / "cache")[0]
+    second = load_prepared(cases, domain, tmp_path / "cache")[0]  # from the cache
+    assert first.offset_hw == second.offset_hw == (-12, 6)
+    np.testing.assert_array_equal(domain.restore(second.mask, second, mask=True).array, mask.array)
+    grid = Domain((2.0, 2.0, 2.0), (32, 32), CTWindow())
+    assert load_prepared(cases, grid, tmp_path / "cache")[0].offset_hw == (0, 0)  # another key, prepared again

@@ -180,6 +180,26 @@ def test_crop_or_pad_is_centred() -> None:
     assert padded[0, 0].tolist() == [9] * 6 and padded[0, 2:4, 2:4].sum() == 4
 
 
+@pytest.mark.parametrize("offset", [(0, 0), (1, -2), (-3, 3), (5, 7)])
+@pytest.mark.parametrize("size", [(4, 6), (8, 12), (5, 9)])
+def test_offset_window_moves_with_the_offset_and_uncrop_puts_it_back(
+    size: tuple[int, int], offset: tuple[int, int]
+) -> None:
+    array = np.arange(2 * 6 * 8, dtype=np.float32).reshape(2, 6, 8) + 1
+    out = crop_or_pad(array, size, -1.0, offset)
+    assert out.shape == (2, *size)
+    # pixel (i, j) of the window is pixel (i, j) + the centred window's start + offset of the array, or padding
+    y0, x0 = (np.argwhere(crop_or_pad(array, size, -1.0)[0] == array[0, 3, 4])[0] - (3, 4)) * -1 + offset
+    for i in range(size[0]):
+        for j in range(size[1]):
+            inside = 0 <= i + y0 < 6 and 0 <= j + x0 < 8
+            assert out[1, i, j] == (array[1, i + y0, j + x0] if inside else -1.0)
+    back = uncrop(out, (6, 8), -1.0, offset)
+    kept = back != -1.0
+    np.testing.assert_array_equal(back[kept], array[kept])  # everything that survived is in its old place
+    assert kept.sum() == (out != -1.0).sum()
+
+
 # -- errors ---------------------------------------------------------------------------------------------------------
 def test_missing_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"nope\.nii\.gz"):
