@@ -102,6 +102,17 @@ class ImagePool:
         self.images = [] if images is None else [im.to(device) for im in images]
 
 
+def _read_back(pending: list[dict[str, Tensor]]) -> list[dict[str, float]]:
+    """The losses of several iterations as floats, in one device-to-host copy; a non-finite one is an error."""
+    keys = list(pending[0])
+    rows = torch.stack([torch.stack([losses[k] for k in keys]) for losses in pending]).tolist()
+    out = [dict(zip(keys, row, strict=True)) for row in rows]
+    for losses in out:
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise DataError(f"cyclegan: a loss became non-finite ({losses}); lower lr or use precision fp32")
+    return out
+
+
 class CycleGAN:
     """Unpaired source -> target translation; all arguments are config keys of ``translator = {name = "cyclegan"}``.
 
@@ -292,17 +303,23 @@ class CycleGAN:
             task = progress.add_task("cyclegan", total=(self.epochs - start) * iterations, status="")
             for epoch in range(start, self.epochs):
                 sums: dict[str, float] = {}
+                pending: list[dict[str, Tensor]] = []
                 tic = time.perf_counter()
                 for it in range(iterations):
                     real_a = sample(bank_a, self.source_augment)
                     real_b = sample(bank_b, self.target_augment)
-                    losses = self._step(real_a, real_b, gan, opt_g, opt_d, pool_a, pool_b, generator, scaler)
-                    for k, v in losses.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    if log is not None and cfg["log_every"] and it % cfg["log_every"] == 0:
-                        log.write(kind="iteration", epoch=epoch + 1, iteration=it, **losses)
-                    status = " ".join(f"{k} {v:.3f}" for k, v in losses.items() if k in ("g", "d", "cycle"))
-                    progress.update(task, advance=1, status=status, description=f"cyclegan {epoch + 1}/{self.epochs}")
+                    pending.append(self._step(real_a, real_b, gan, opt_g, opt_d, pool_a, pool_b, generator, scaler))
+                    logged = bool(cfg["log_every"]) and it % cfg["log_every"] == 0
+                    if logged or it == iterations - 1:  # read the losses back only here: one GPU sync, not seven
+                        for losses in _read_back(pending):
+                            for k, v in losses.items():
+                                sums[k] = sums.get(k, 0.0) + v
+                        pending = []
+                        if log is not None and logged:
+                            log.write(kind="iteration", epoch=epoch + 1, iteration=it, **losses)
+                        status = " ".join(f"{k} {v:.3f}" for k, v in losses.items() if k in ("g", "d", "cycle"))
+                        progress.update(task, status=status)
+                    progress.update(task, advance=1, description=f"cyclegan {epoch + 1}/{self.epochs}")
                 lr = opt_g.param_groups[0]["lr"]
                 sched_g.step()
                 sched_d.step()
@@ -334,8 +351,12 @@ class CycleGAN:
         pool_b: ImagePool,
         generator: torch.Generator,
         scaler: torch.amp.GradScaler,
-    ) -> dict[str, float]:
-        """One CycleGAN iteration: generators (adversarial + cycle + identity), then both discriminators (Eq. 1)."""
+    ) -> dict[str, Tensor]:
+        """One CycleGAN iteration: generators (adversarial + cycle + identity), then both discriminators (Eq. 1).
+
+        Returns the detached losses on the device; `fit` reads them back every ``log_every`` iterations, so the
+        host keeps queueing GPU work instead of waiting for each loss.
+        """
         cfg = self.config
         for net in self.networks.values():
             net.train()
@@ -372,10 +393,7 @@ class CycleGAN:
         scaler.step(opt_d)
         scaler.update()
         values = {"g": total, "adv": adv, "cycle": cycle, "identity": identity, "d": d_a + d_b, "d_a": d_a, "d_b": d_b}
-        out = {k: float(v.detach()) for k, v in values.items()}
-        if not all(math.isfinite(v) for v in out.values()):
-            raise DataError(f"cyclegan: a loss became non-finite ({out}); lower lr or use precision fp32")
-        return out
+        return {k: v.detach().float() for k, v in values.items()}
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:

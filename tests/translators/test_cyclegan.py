@@ -133,3 +133,23 @@ def test_save_keeps_only_generators(unpaired, tmp_path) -> None:
     load_checkpoint(tmp_path, {"g_ab": fresh.g_ab, "g_ba": fresh.g_ba}, component="cyclegan")
     with pytest.raises(DataError):
         load_checkpoint(tmp_path, {"d_a": fresh.d_a}, component="cyclegan")
+
+
+def test_epoch_means_are_the_means_of_every_iterations_losses(unpaired, tmp_path) -> None:
+    source, target = unpaired
+    model = TRANSLATORS.build({"name": "cyclegan", **TINY, "iterations_per_epoch": 5, "epochs": 1, "log_every": 1})
+    model.fit(source, target, workdir=tmp_path, seed=0)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    iterations = [r for r in log if r["kind"] == "iteration"]
+    (epoch,) = [r for r in log if r["kind"] == "epoch"]
+    assert [r["iteration"] for r in iterations] == [0, 1, 2, 3, 4]
+    for key in ("g", "cycle", "d"):
+        assert epoch[key] == pytest.approx(np.mean([r[key] for r in iterations]))
+
+
+def test_a_non_finite_loss_stops_training_with_advice(unpaired, tmp_path) -> None:
+    source, target = unpaired
+    model = TRANSLATORS.build({"name": "cyclegan", **TINY, "epochs": 1, "log_every": 0})
+    model.cycle = lambda rec, real: (rec - real).mean() * float("nan")
+    with pytest.raises(DataError, match=r"a loss became non-finite .* lower lr or use precision fp32"):
+        model.fit(source, target, workdir=tmp_path, seed=0)
