@@ -56,8 +56,8 @@ class DataConfig(Strict):
     phantom: PhantomConfig | None = None
     spacing: tuple[float, float, float] | None = Field(None, description="(z, y, x) mm; default: the task's")
     size: tuple[int, int] | None = Field(None, description="in-plane (H, W) after resampling; default: the task's")
-    centre: Literal["body", "grid"] = Field(
-        "body", description="centre of the in-plane crop: each volume's body centroid, or the grid's centre"
+    centre: Literal["body", "grid"] | None = Field(
+        None, description="centre of the in-plane crop: each volume's body centroid or its grid's; default: the task's"
     )
     source_intensity: ComponentSpec | None = Field(None, description="intensity preset; default: the task's")
     target_intensity: ComponentSpec | None = Field(None, description="intensity preset; default: the task's")

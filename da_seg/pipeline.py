@@ -135,7 +135,7 @@ def domains(config: Config, task: Task) -> tuple[Domain, Domain]:
     size = config.data.size or task.size
     source = INTENSITIES.build(config.data.source_intensity or task.source_intensity)
     target = INTENSITIES.build(config.data.target_intensity or task.target_intensity)
-    centre = config.data.centre
+    centre = config.data.centre or task.centre
     return Domain(spacing, size, source, centre), Domain(spacing, size, target, centre)
 
 

@@ -45,7 +45,9 @@ class Task:
         source_intensity: intensity preset table for the source domain.
         target_intensity: intensity preset table for the target domain.
         spacing: common grid, (z, y, x) in mm; both domains are resampled to it.
-        size: in-plane (H, W) of the common grid (centre crop or pad).
+        size: in-plane (H, W) of the common grid (crop or pad).
+        centre: where the in-plane crop is centred (`da_seg.data.Domain`): ``"grid"`` when both modalities' fields
+            of view are planned on the anatomy, ``"body"`` when one is centred elsewhere (a CT on its table).
         phantom: optional synthetic-data writer.
         description: one line for ``daseg plugins``.
     """
@@ -58,6 +60,7 @@ class Task:
     target_intensity: dict[str, Any]
     spacing: tuple[float, float, float]
     size: tuple[int, int]
+    centre: str = "grid"
     phantom: PhantomWriter | Callable[..., None] | None = None
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -25,6 +25,7 @@ def prostate_mr2ct() -> Task:
         target_intensity={"name": "ct_window", "low": -500.0, "high": 500.0},
         spacing=(3.0, 1.0, 1.0),
         size=(256, 256),
+        centre="body",  # the CT's field of view is centred on the table, the MR's on the prostate
         phantom=write_phantom,
         description="prostate, T2 MR -> CT (reference plugin, pelvic phantom included)",
     )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from da_seg import DataError
+from da_seg import TASKS, DataError
 from da_seg.data import find_cases
 from da_seg.volume import read_volume
 
@@ -90,3 +90,21 @@ def test_write_phantom_layout(tmp_path: Path) -> None:
     assert len(find_cases(tmp_path / "target_labelled", labelled=True)) == 1
     with pytest.raises(DataError, match="not a folder"):
         write_phantom(tmp_path / "source" / "images" / "mr_000.nii.gz", n_source=1, n_target=1, n_evaluation=1)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_the_examples_grid_puts_mr_and_ct_hearts_at_the_same_pixels(seed: int) -> None:
+    """Both fields of view are planned on the heart, so the task keeps grid-centred crops (body-centred ones would
+    leave the heart ~4 pixels apart: it lies left of the body's centre)."""
+    from da_seg.config import load_config
+    from da_seg.pipeline import domains
+
+    config = load_config(Path(__file__).parents[3] / "examples" / "cardiac_mr2ct.toml")
+    mr_domain, ct_domain = domains(config, TASKS.create(config.task))
+    assert mr_domain.centre == ct_domain.centre == "grid"
+    centres = []
+    for modality, domain in (("MR", mr_domain), ("CT", ct_domain)):
+        rendered = phantom_subject(seed, modality)
+        prepared = domain.prepare(rendered.image, rendered.mask, id=modality)
+        centres.append(np.argwhere(prepared.mask > 0)[:, 1:].mean(0))
+    assert np.abs(centres[0] - centres[1]).max() < 3
