@@ -14,7 +14,8 @@ Usage:
     python benchmarks/cyclegan_quality.py [--epochs 60] [--iterations 100] [--cycle-loss ssim] [--seed 0] [--out DIR]
 
 The defaults are the run that met the acceptance (3 + 3 subjects, batch 2, SSIM cycle loss, 6000 updates, bf16,
-~15 min on 2 cores; benchmarks/RESULTS.md); every epoch's snapshot is evaluated, so the MAE trajectory is printed.
+12.4 min of training on 2 cores; benchmarks/RESULTS.md); every epoch's snapshot is evaluated, so the MAE
+trajectory is printed.
 """
 
 from __future__ import annotations
