@@ -1,0 +1,116 @@
+"""Where a run's data comes from (the task's phantom or the config's folders) and its preparation on the common grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from da_seg.config import Config, PhantomConfig
+from da_seg.data import Domain, PreparedCase, find_cases, load_prepared
+from da_seg.errors import ConfigError, DataError
+from da_seg.pipeline.stages import fingerprint
+from da_seg.registry import INTENSITIES
+from da_seg.task import Task
+from da_seg.training import read_json, write_json
+
+
+@dataclass
+class DataFolders:
+    source: Path
+    target: Path
+    evaluation: Path | None
+    target_labelled: Path | None
+    paired_target: Path | None
+
+
+def phantom_folder(config: Config, task: Task) -> Path:
+    """The phantom's cache folder: explicit, or ``~/.cache/da_seg/phantom/<task>-<settings hash>``."""
+    phantom = config.data.phantom
+    assert phantom is not None
+    if phantom.cache is not None:
+        return phantom.cache
+    settings = phantom.model_dump(exclude={"cache"})
+    return Path.home() / ".cache" / "da_seg" / "phantom" / f"{task.name}-{fingerprint(settings)}"
+
+
+def ensure_phantom(task: Task, phantom: PhantomConfig, folder: Path) -> Path:
+    """Write the task's phantom into ``folder`` unless a complete one is there already."""
+    marker = folder / "phantom.json"
+    settings = phantom.model_dump(exclude={"cache"})
+    if marker.exists() and read_json(marker) == settings:
+        return folder
+    if task.phantom is None:
+        raise ConfigError(f"data.phantom is set but task '{task.name}' ships no phantom; give data folders instead")
+    task.phantom(folder, **settings)
+    write_json(marker, settings)
+    return folder
+
+
+def resolve_data(config: Config, task: Task) -> DataFolders:
+    """The data folders of a run: the configured ones, or the (generated on first use) phantom's."""
+    data = config.data
+    if data.phantom is not None:
+        root = ensure_phantom(task, data.phantom, phantom_folder(config, task))
+        optional = {k: (root / k if (root / k).is_dir() else None) for k in ("target_labelled", "paired_target")}
+        return DataFolders(root / "source", root / "target", root / "evaluation", **optional)
+    if data.source is None or data.target is None:
+        raise ConfigError("set data.source and data.target (folders), or data.phantom to use the task's phantom")
+    return DataFolders(data.source, data.target, data.evaluation, data.target_labelled, data.paired_target)
+
+
+@dataclass
+class Dataset:
+    """Everything preprocessed onto the common grid, split once by seed."""
+
+    source_domain: Domain
+    target_domain: Domain
+    source_train: list[PreparedCase]
+    source_test: list[PreparedCase]
+    target: list[PreparedCase]
+    evaluation: list[PreparedCase]
+    evaluation_labels: dict[str, Path]
+    target_labelled: list[PreparedCase]
+    paired_target: dict[str, Path]
+
+
+def domains(config: Config, task: Task) -> tuple[Domain, Domain]:
+    spacing = config.data.spacing or task.spacing
+    size = config.data.size or task.size
+    source = INTENSITIES.build(config.data.source_intensity or task.source_intensity)
+    target = INTENSITIES.build(config.data.target_intensity or task.target_intensity)
+    centre = config.data.centre or task.centre
+    return Domain(spacing, size, source, centre), Domain(spacing, size, target, centre)
+
+
+def split_test(cases: list[PreparedCase], fraction: float, seed: int) -> tuple[list, list]:
+    """Hold out ``fraction`` of the source subjects (at least one) as the SynCT / MR test set."""
+    order = np.random.default_rng(seed).permutation(len(cases))
+    n_test = max(1, round(fraction * len(cases)))
+    if len(cases) - n_test < 2:
+        raise DataError(f"need at least 3 labelled source subjects (have {len(cases)})")
+    test = {int(i) for i in order[:n_test]}
+    return [c for i, c in enumerate(cases) if i not in test], [c for i, c in enumerate(cases) if i in test]
+
+
+def prepare_dataset(config: Config, task: Task, folders: DataFolders, cache: Path) -> Dataset:
+    source_domain, target_domain = domains(config, task)
+    binary = task.classes == 1
+    source = load_prepared(find_cases(folders.source, labelled=True, binary=binary), source_domain, cache)
+    target = load_prepared(find_cases(folders.target, labelled=False), target_domain, cache)
+    evaluation, labels = [], {}
+    if folders.evaluation is not None:
+        eval_cases = find_cases(folders.evaluation, labelled=True, binary=binary)
+        evaluation = load_prepared(eval_cases, target_domain, cache)
+        labels = {c.id: c.label for c in eval_cases}
+    labelled = []
+    if folders.target_labelled is not None and "oracle" in config.baselines:
+        labelled = load_prepared(
+            find_cases(folders.target_labelled, labelled=True, binary=binary), target_domain, cache
+        )
+    paired = {}
+    if folders.paired_target is not None:
+        paired = {c.id: c.image for c in find_cases(folders.paired_target, labelled=False)}
+    train, test = split_test(source, 0.25, config.seed)
+    return Dataset(source_domain, target_domain, train, test, target, evaluation, labels, labelled, paired)

@@ -1,0 +1,307 @@
+"""The stages of ``daseg run``: data -> translator -> SynCT -> segmenters -> evaluation -> report.
+
+Every stage writes into the run directory and leaves a ``done.json`` holding a fingerprint of the settings it
+depends on (its own and its inputs'). ``--resume`` reuses a stage whose fingerprint matches; the translator and the
+segmenters also resume mid-training from their last checkpoint. ``--force`` starts the run directory afresh.
+
+Under ``torchrun --nproc_per_node N -m da_seg run CONFIG`` every rank runs the stages: the translator and segmenter
+stages train DDP replicas together (``collective`` stages); rank 0 alone prepares the data cache, writes the run
+directory, logs, checkpoints, SynCT, predictions, metrics and the report, while the other ranks wait at barriers.
+The run directory must be on a file system every rank sees (one node, or a shared mount across nodes).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from da_seg.api import get_task, validate
+from da_seg.config import Config
+from da_seg.data import PreparedCase
+from da_seg.pipeline.dataset import Dataset, prepare_dataset, resolve_data
+from da_seg.pipeline.evaluation import (
+    evaluate_methods,
+    report_examples,
+    statistics_sections,
+    synct_fidelity,
+    write_metrics,
+)
+from da_seg.pipeline.stages import Stages, fingerprint, open_run_dir
+from da_seg.registry import TRANSLATORS
+from da_seg.segmentation import TrainedSegmenter, train_segmenter
+from da_seg.task import Task
+from da_seg.training import (
+    barrier,
+    init_distributed,
+    is_main,
+    local_device,
+    read_json,
+    resolve_device,
+    seed_everything,
+    set_deterministic,
+    write_json,
+)
+from da_seg.translators import load_translator, save_domains
+from da_seg.volume import write_volume
+
+SYNCT = "synct"
+
+
+@dataclass
+class RunResult:
+    """Where a run left its outputs, and its per-method metric rows."""
+
+    run_dir: Path
+    report: Path
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Method:
+    """One trained segmenter and what it was trained on (a row group of Table 1)."""
+
+    name: str
+    train_on: str
+    model: TrainedSegmenter
+
+
+@dataclass
+class Upstream:
+    """What run, bench and study share: the data on the common grid, the translator and the SynCT."""
+
+    config: Config
+    task: Task
+    device: torch.device
+    stages: Stages
+    dataset: Dataset
+    translator: Any
+    translator_dir: Path
+    synct_dir: Path
+    synct_train: list[PreparedCase]
+    synct_test: list[PreparedCase]
+    data_key: str
+    synct_key: str
+
+
+def prepare_upstream(config: Config, stages: Stages) -> Upstream:
+    """Data -> translator -> SynCT, each stage reused when its fingerprint matches."""
+    task = get_task(config)
+    device = local_device(resolve_device(config.runtime.device))
+    if config.runtime.threads:
+        torch.set_num_threads(config.runtime.threads)
+    seed_everything(config.seed)
+    set_deterministic(config.runtime.deterministic)
+    start = time.perf_counter()
+    cache = config.data.cache or stages.run_dir / "cache"
+    if is_main():  # rank 0 writes the phantom and the prepared cache; the others then read them
+        folders = resolve_data(config, task)
+        dataset = prepare_dataset(config, task, folders, cache)
+    barrier()
+    if not is_main():
+        folders = resolve_data(config, task)
+        dataset = prepare_dataset(config, task, folders, cache)
+    stages.timings["data"] = time.perf_counter() - start
+    data_key = fingerprint(config.data.model_dump(mode="json"), config.task, config.seed)
+
+    translator_key = fingerprint(data_key, config.translator, config.runtime.precision)
+    translator_dir = stages.run(
+        "translator", translator_key, lambda d: _fit_translator(config, dataset, d, device), collective=True
+    )
+    model_dir = select_translator(config, dataset, stages, translator_dir, device)
+    translator = load_translator(model_dir, device=device)
+    synct_key = fingerprint(translator_key, config.selection.translator)
+    synct_dir = stages.run(SYNCT, synct_key, lambda d: _synthesize(translator, dataset, d))
+    return Upstream(
+        config,
+        task,
+        device,
+        stages,
+        dataset,
+        translator,
+        translator_dir,
+        synct_dir,
+        _load_synct(synct_dir, dataset.source_train),
+        _load_synct(synct_dir, dataset.source_test),
+        data_key,
+        synct_key,
+    )
+
+
+def select_translator(
+    config: Config, dataset: Dataset, stages: Stages, translator_dir: Path, device: torch.device
+) -> Path:
+    """The translator snapshot the configured label-free criterion ranks first (the final model when none is set)."""
+    if config.selection.translator is None:
+        return translator_dir / "model"
+    from da_seg.selection import best_checkpoint
+
+    def work(folder: Path) -> None:
+        best, ranking = best_checkpoint(
+            translator_dir / "work",
+            config.selection.translator,
+            [(c.image, c.mask) for c in dataset.source_test],
+            [c.image for c in dataset.target],
+            device=device,
+        )
+        write_json(folder / "selection.json", {"selected": str(best), "ranking": ranking})
+
+    key = fingerprint(str(translator_dir), config.selection.translator)
+    folder = stages.run("translator_selection", key, work)
+    return Path(read_json(folder / "selection.json")["selected"])
+
+
+def audit_sections(up: Upstream, translator_dir: Path) -> list[tuple[str, str, str]]:
+    """Every saved translator snapshot ranked by each criterion next to its true target Dice (Spearman rho)."""
+    config = up.config
+    if not config.selection.audit or not up.dataset.evaluation:
+        return []
+    from da_seg.selection import CheckpointAudit, audit_translator_checkpoints
+
+    seg = config.segmentation
+
+    def segment_fn(cases: list, out: Path) -> TrainedSegmenter:
+        return _fit_segmenter(up, seg, cases, out, progress=False)
+
+    def work(folder: Path) -> None:
+        audit_translator_checkpoints(
+            translator_dir / "work",
+            [(c.image, c.mask) for c in up.dataset.source_train],
+            [c.image for c in up.dataset.target],
+            [(c.image, c.mask) for c in up.dataset.evaluation],
+            config.selection.criteria,
+            segment_fn,
+            held_out=[(c.image, c.mask) for c in up.dataset.source_test],
+            out_dir=folder / "seg",
+            device=up.device,
+        ).write(folder)
+
+    key = fingerprint(up.synct_key, seg.model_dump(mode="json"), config.selection.criteria)
+    return [CheckpointAudit.load(up.stages.run("selection_audit", key, work)).section()]
+
+
+def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True, tag: str = "") -> list[Method]:
+    """The SynCT-trained segmenter and, when asked, the no-adaptation and oracle baselines."""
+    config, task, dataset = up.config, up.task, up.dataset
+    seg = segmentation or config.segmentation
+    seg_key = seg.model_dump(mode="json")
+    plan = [("synct", "SynCT", up.synct_train, up.synct_key)]
+    if baselines and "no_adaptation" in config.baselines:
+        plan.append(("no_adaptation", task.source_modality, dataset.source_train, up.data_key))
+    if baselines and "oracle" in config.baselines and dataset.target_labelled:
+        plan.append(("oracle", task.target_modality, dataset.target_labelled, up.data_key))
+    return [
+        Method(
+            name + tag,
+            train_on,
+            _train(up, f"seg_{name}{tag}", fingerprint(key, seg_key, config.runtime.precision), seg, cases),
+        )
+        for name, train_on, cases, key in plan
+    ]
+
+
+def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -> RunResult:
+    """Run every stage of the configured pipeline and write the report; returns where things are."""
+    validate(config)
+    init_distributed(config.runtime.device)  # joins torchrun's process group; nothing without torchrun
+    run_dir = open_run_dir(config, resume=resume, force=force)
+    stages = Stages(run_dir, resume)
+    up = prepare_upstream(config, stages)
+    methods = train_methods(up)
+    eval_key = fingerprint(
+        up.synct_key, config.segmentation.model_dump(mode="json"), config.baselines, config.runtime.precision
+    )
+    evaluation_dir = stages.run("evaluation", eval_key, lambda d: write_metrics(d, evaluate_methods(up, methods, d)))
+    rows = read_json(evaluation_dir / "metrics.json")
+    fidelity = synct_fidelity(up)
+    audit = audit_sections(up, up.translator_dir)
+    if not is_main():  # rank 0 writes the report
+        barrier()
+        return RunResult(run_dir, run_dir / "report.html", rows, stages.timings)
+
+    from da_seg.report import write_report
+
+    report = write_report(
+        run_dir,
+        config=config,
+        task=up.task,
+        rows=rows,
+        fidelity=fidelity,
+        timings=stages.timings,
+        examples=report_examples(up.dataset, up.synct_test, methods),
+        extra_sections=statistics_sections(rows, up.task, evaluation_dir) + audit,
+    )
+    write_json(run_dir / "timings.json", stages.timings)
+    barrier()
+    return RunResult(run_dir, report, rows, stages.timings)
+
+
+def _fit_translator(config: Config, dataset: Dataset, folder: Path, device: torch.device) -> None:
+    import inspect
+
+    translator = TRANSLATORS.build(config.translator)
+    source = [c.image for c in dataset.source_train + dataset.source_test]
+    target = [c.image for c in dataset.target]
+    accepted = inspect.signature(translator.fit).parameters
+    options = {"channels_last": config.runtime.layout("translator"), "compile": config.runtime.compile}
+    layout = {k: v for k, v in options.items() if k in accepted}
+    translator.fit(
+        source,
+        target,
+        workdir=folder / "work",
+        device=device,
+        precision=config.runtime.precision,
+        seed=config.seed,
+        **layout,
+    )
+    if is_main():
+        translator.save(folder / "model")
+        save_domains(folder / "model", dataset.source_domain, dataset.target_domain)
+
+
+def _synthesize(translator: Any, dataset: Dataset, folder: Path) -> None:
+    """SynCT for every labelled source subject: normalised arrays for training, NIfTI in target units to look at."""
+    for case in dataset.source_train + dataset.source_test:
+        synct = translator.translate(case.image).astype(np.float32)
+        np.save(folder / f"{case.id}.npy", synct)
+        write_volume(dataset.target_domain.restore(synct, case, mask=False), folder / f"{case.id}.nii.gz")
+
+
+def _load_synct(folder: Path, cases: list[PreparedCase]) -> list[PreparedCase]:
+    return [replace(c, image=np.load(folder / f"{c.id}.npy")) for c in cases]
+
+
+def _fit_segmenter(up: Upstream, seg: Any, cases: list, workdir: Path, progress: bool = True) -> TrainedSegmenter:
+    """Every segmenter of a run (methods and audit) trains through here: same seed and runtime switches."""
+    runtime = up.config.runtime
+    return train_segmenter(
+        seg.model,
+        cases,
+        seg,
+        workdir=workdir,
+        device=up.device,
+        precision=runtime.precision,
+        seed=up.config.seed,
+        classes=up.task.classes,
+        progress=progress,
+        channels_last=runtime.layout("segmenter"),
+        compile=runtime.compile,
+    )
+
+
+def _train(up: Upstream, name: str, key: str, seg: Any, cases: list[PreparedCase]) -> TrainedSegmenter:
+    def work(folder: Path) -> None:
+        model = _fit_segmenter(up, seg, [(c.image, c.mask) for c in cases], folder / "work")
+        if is_main():
+            model.save(folder / "model")
+
+    folder = up.stages.run(name, key, work, collective=True)
+    runtime = up.config.runtime
+    return TrainedSegmenter.load(
+        folder / "model", device=up.device, precision=runtime.precision, channels_last=runtime.layout("segmenter")
+    )

@@ -1,0 +1,116 @@
+"""The run directory and its resumable stages: each writes ``done.json`` with the fingerprint of its settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from da_seg.config import Config
+from da_seg.errors import DasegError
+from da_seg.training import barrier, broadcast_object, is_main, os_error, read_json, resolve_device, write_json
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able settings."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Stages:
+    """Runs named stages once per fingerprint, timing each."""
+
+    def __init__(self, run_dir: Path, resume: bool, keyed: bool = False) -> None:
+        self.run_dir, self.resume, self.keyed = run_dir, resume, keyed
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, key: str, work: Callable[[Path], Any], collective: bool = False) -> Path:
+        """Run ``work(folder)`` unless ``folder`` holds a finished stage with this ``key`` (and resuming).
+
+        With ``keyed=True`` (studies) folders are named ``name-key`` so variations share identical stages. Under
+        torchrun, rank 0 decides whether to reuse the stage and writes its marker; ``collective`` work (DDP
+        training) runs on every rank, other work on rank 0 only, and every rank leaves together.
+        """
+        folder = self.run_dir / (f"{name}-{key}" if self.keyed else name)
+        marker = folder / "done.json"
+        main = is_main()
+        reuse = main and self.resume and marker.exists() and read_json(marker).get("fingerprint") == key
+        if broadcast_object(reuse):
+            self.timings[name] = read_json(marker).get("seconds", 0.0)
+            return folder
+        if main:
+            if marker.exists():
+                marker.unlink()
+            folder.mkdir(parents=True, exist_ok=True)
+        barrier()
+        start = time.perf_counter()
+        try:
+            if collective or main:
+                work(folder)
+        except OSError as err:  # a full disk or a read-only folder is the user's to fix: one line naming the stage
+            raise (os_error(err, folder) or err) from None
+        seconds = time.perf_counter() - start
+        self.timings[name] = seconds
+        if main:
+            write_json(marker, {"fingerprint": key, "seconds": seconds})
+        barrier()
+        return folder
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    names = ["da_seg", "torch", "kornia", "segmentation-models-pytorch", "timm", "SimpleITK", "numpy", "pluggy"]
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_revision() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def open_run_dir(config: Config, *, resume: bool, force: bool) -> Path:
+    """Create (or, with resume/force, reuse/clear) the run directory and record how the run was made."""
+    run_dir = config.output / config.run_name
+    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or force):
+        raise DasegError(f"run directory {run_dir} exists; pass --resume to continue it or --force to redo it")
+    barrier()  # every rank has checked before rank 0 changes anything
+    if not is_main():
+        barrier()  # rank 0 writes the run directory
+        return run_dir
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config.model_dump(mode="json"))
+    except OSError as err:
+        raise DasegError(
+            f"cannot write the run directory {run_dir} ({err.strerror}); choose another 'output'"
+        ) from None
+    write_json(
+        run_dir / "provenance.json",
+        {
+            "versions": _versions(),
+            "git": _git_revision(),
+            "seed": config.seed,
+            "device": str(resolve_device(config.runtime.device)),
+        },
+    )
+    barrier()
+    return run_dir
