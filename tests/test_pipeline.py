@@ -129,7 +129,14 @@ def test_ctrl_c_during_translator_training_then_resume(tmp_path: Path, tiny_conf
     """SIGINT stops the run (exit 130, one line saying how to continue); --resume finishes from the checkpoint."""
     config = tiny_config(tmp_path, "interrupted", gan_epochs=6, gan_iterations=4)
     cmd = [sys.executable, "-m", "da_seg", "run", str(config)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a terminal's Ctrl-C, also when pytest itself runs as a background job (which inherits SIGINT ignored)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     work = tmp_path / "runs/interrupted/translator/work"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not (work / "last/meta.json").exists():
@@ -137,7 +144,7 @@ def test_ctrl_c_during_translator_training_then_resume(tmp_path: Path, tiny_conf
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted" in stderr and "--resume" in stderr
+    assert proc.returncode == 130 and "interrupted" in stderr and "--resume" in stderr, stderr[-3000:]
     assert (work / "last/meta.json").exists()
     resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr

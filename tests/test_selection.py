@@ -153,9 +153,10 @@ def test_audit_verdicts() -> None:
         return {"criterion": name, "rho": rho}
 
     rows = [{"checkpoint": f"epoch_{i:04d}", "true_dice": d} for i, d in enumerate([0.5, 0.7, 0.6, 0.8, 0.2, 0.4])]
-    good = CheckpointAudit(rows, [corr("kid", 0.83), corr("cycle_error", 0.2)])
+    good = CheckpointAudit(rows, [corr("kid", 0.905), corr("cycle_error", 0.2)])  # was printed "rho 0.90"
     assert (
-        good.verdict() == "Criteria reaching Spearman rho >= 0.6 with the true Dice over 6 checkpoints: kid (rho 0.83)."
+        good.verdict()
+        == "Criteria reaching Spearman rho >= 0.6 with the true Dice over 6 checkpoints: kid (rho 0.905)."
     )
     bad = CheckpointAudit(rows[:3], [corr("kid", 0.5), corr("cycle_error", math.nan)])
     assert bad.verdict().startswith(

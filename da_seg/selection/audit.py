@@ -123,7 +123,7 @@ class CheckpointAudit:
         """One plain sentence: which label-free criteria reach ``rho >= threshold`` (over enough checkpoints)."""
         n = len(self.rows)
         good = [c for c in self.correlations if not math.isnan(c["rho"]) and c["rho"] >= threshold]
-        listing = ", ".join(f"{c['criterion']} (rho {c['rho']:.2f})" for c in good)
+        listing = ", ".join(f"{c['criterion']} (rho {c['rho']:.3f})" for c in good)
         few = (
             f" Only {n} checkpoints were audited (fewer than {min_checkpoints}): treat rho as anecdotal."
             if n < min_checkpoints
