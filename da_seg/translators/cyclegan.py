@@ -29,6 +29,7 @@ import math
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,46 @@ class ImagePool:
 
     def restore(self, images: Tensor | None, device: torch.device) -> None:
         self.images = [] if images is None else [im.to(device) for im in images]
+
+
+@dataclass
+class FitState:
+    """What a resumed `CycleGAN.fit` needs besides the weights: optimizers, schedules, image pools, RNG, scaler."""
+
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sched_g: torch.optim.lr_scheduler.LRScheduler
+    sched_d: torch.optim.lr_scheduler.LRScheduler
+    pool_a: ImagePool
+    pool_b: ImagePool
+    generator: torch.Generator
+    scaler: torch.amp.GradScaler
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "pool_a": self.pool_a.state(),
+            "pool_b": self.pool_b.state(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device, lr_factor: float) -> None:
+        """Restore ``state``; the learning rate is recomputed (``lr_factor``: the schedule may have been lengthened)."""
+        for name in ("opt_g", "opt_d", "sched_g", "sched_d", "scaler"):
+            getattr(self, name).load_state_dict(state[name])
+        for sched in (self.sched_g, self.sched_d):
+            for group, base in zip(sched.optimizer.param_groups, sched.base_lrs, strict=True):
+                group["lr"] = base * lr_factor
+        self.pool_a.restore(state["pool_a"], device)
+        self.pool_b.restore(state["pool_b"], device)
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
 
 
 def _read_back(pending: list[dict[str, Tensor]]) -> list[dict[str, float]]:
@@ -272,10 +313,16 @@ class CycleGAN:
         gen_params = [*self.g_ab.parameters(), *self.g_ba.parameters()]
         opt_g = adam(gen_params, lr=cfg["lr"], betas=tuple(cfg["betas"]))
         opt_d = adam([*self.d_a.parameters(), *self.d_b.parameters()], lr=cfg["lr"], betas=tuple(cfg["betas"]))
-        sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, self.lr_factor)
-        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, self.lr_factor)
-        pool_a, pool_b = ImagePool(cfg["pool_size"]), ImagePool(cfg["pool_size"])
-        scaler = grad_scaler(dev, precision)
+        state = FitState(
+            opt_g,
+            opt_d,
+            torch.optim.lr_scheduler.LambdaLR(opt_g, self.lr_factor),
+            torch.optim.lr_scheduler.LambdaLR(opt_d, self.lr_factor),
+            ImagePool(cfg["pool_size"]),
+            ImagePool(cfg["pool_size"]),
+            generator,
+            grad_scaler(dev, precision),
+        )
         gan = LSGANLoss()
         main, dist = is_main(), dist_info()
         workdir = None if workdir is None else Path(workdir)
@@ -284,7 +331,7 @@ class CycleGAN:
 
         start = 0
         if workdir is not None and (workdir / "last" / META).exists():
-            start = self._resume(workdir / "last", opt_g, opt_d, sched_g, sched_d, pool_a, pool_b, generator, scaler)
+            start = self._resume(workdir / "last", state)
         self.channels_last = channels_last
         for name, net in self.networks.items():
             plain, self._train_nets[name] = prepare_module(net, dev, channels_last, compile)
@@ -308,7 +355,7 @@ class CycleGAN:
                 for it in range(iterations):
                     real_a = sample(bank_a, self.source_augment)
                     real_b = sample(bank_b, self.target_augment)
-                    pending.append(self._step(real_a, real_b, gan, opt_g, opt_d, pool_a, pool_b, generator, scaler))
+                    pending.append(self._step(real_a, real_b, gan, state))
                     logged = bool(cfg["log_every"]) and it % cfg["log_every"] == 0
                     if logged or it == iterations - 1:  # read the losses back only here: one GPU sync, not seven
                         for losses in _read_back(pending):
@@ -321,8 +368,8 @@ class CycleGAN:
                         progress.update(task, status=status)
                     progress.update(task, advance=1, description=f"cyclegan {epoch + 1}/{self.epochs}")
                 lr = opt_g.param_groups[0]["lr"]
-                sched_g.step()
-                sched_d.step()
+                state.sched_g.step()
+                state.sched_d.step()
                 self.epoch = epoch + 1
                 means = {k: v / iterations for k, v in sums.items()}
                 seconds = time.perf_counter() - tic
@@ -331,33 +378,21 @@ class CycleGAN:
                         kind="epoch", epoch=self.epoch, lr=lr, seconds=seconds, it_per_s=iterations / seconds, **means
                     )
                 if workdir is not None and main:
-                    self._checkpoint(
-                        workdir, opt_g, opt_d, sched_g, sched_d, pool_a, pool_b, generator, scaler, samples
-                    )
+                    self._checkpoint(workdir, state, samples)
         barrier()  # rank 0 has written its checkpoints
         self._train_nets = {}
         for net in self.networks.values():
             net.eval()
         return self
 
-    def _step(
-        self,
-        real_a: Tensor,
-        real_b: Tensor,
-        gan: LSGANLoss,
-        opt_g: torch.optim.Optimizer,
-        opt_d: torch.optim.Optimizer,
-        pool_a: ImagePool,
-        pool_b: ImagePool,
-        generator: torch.Generator,
-        scaler: torch.amp.GradScaler,
-    ) -> dict[str, Tensor]:
+    def _step(self, real_a: Tensor, real_b: Tensor, gan: LSGANLoss, state: FitState) -> dict[str, Tensor]:
         """One CycleGAN iteration: generators (adversarial + cycle + identity), then both discriminators (Eq. 1).
 
         Returns the detached losses on the device; `fit` reads them back every ``log_every`` iterations, so the
         host keeps queueing GPU work instead of waiting for each loss.
         """
         cfg = self.config
+        opt_g, opt_d, scaler = state.opt_g, state.opt_d, state.scaler
         for net in self.networks.values():
             net.train()
         # The networks to call: DDP/compiled wrappers while `fit` runs (the plain ones otherwise).
@@ -387,8 +422,8 @@ class CycleGAN:
         self.d_b.requires_grad_(True)
         opt_d.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
-            d_b = gan.discriminator(d_b(real_b), d_b(pool_b.query(fake_b, generator)))
-            d_a = gan.discriminator(d_a(real_a), d_a(pool_a.query(fake_a, generator)))
+            d_b = gan.discriminator(d_b(real_b), d_b(state.pool_b.query(fake_b, state.generator)))
+            d_a = gan.discriminator(d_a(real_a), d_a(state.pool_a.query(fake_a, state.generator)))
         scaler.scale(d_a + d_b).backward()
         scaler.step(opt_d)
         scaler.update()
@@ -407,23 +442,11 @@ class CycleGAN:
             "versions": {"da_seg": getattr(da_seg, "__version__", "?"), "torch": torch.__version__},
         }
 
-    def _checkpoint(self, workdir: Path, opt_g, opt_d, sched_g, sched_d, pool_a, pool_b, generator, scaler, samples):
+    def _checkpoint(self, workdir: Path, state: FitState, samples: Tensor) -> None:
         cfg = self.config
         last = self.epoch == self.epochs
         if self.epoch % max(1, cfg["checkpoint_every"]) == 0 or last:
-            state = {
-                "epoch": self.epoch,
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "sched_g": sched_g.state_dict(),
-                "sched_d": sched_d.state_dict(),
-                "pool_a": pool_a.state(),
-                "pool_b": pool_b.state(),
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "scaler": scaler.state_dict(),
-            }
-            save_checkpoint(workdir / "last", self.networks, self._meta(), state=state)
+            save_checkpoint(workdir / "last", self.networks, self._meta(), state=state.state_dict(self.epoch))
             if cfg["keep_checkpoints"] > 0:
                 save_checkpoint(workdir / f"epoch_{self.epoch:04d}", self.networks, self._meta())
                 snapshots = sorted(workdir.glob("epoch_[0-9][0-9][0-9][0-9]"))
@@ -432,7 +455,7 @@ class CycleGAN:
         if cfg["sample_every"] and (self.epoch % cfg["sample_every"] == 0 or last):
             self.sample_grid(samples, workdir / "samples" / f"epoch_{self.epoch:04d}.png")
 
-    def _resume(self, last: Path, opt_g, opt_d, sched_g, sched_d, pool_a, pool_b, generator, scaler) -> int:
+    def _resume(self, last: Path, fit_state: FitState) -> int:
         meta = read_json(last / META)
         saved = {k: v for k, v in meta.get("config", {}).items() if k not in _RESUMABLE}
         mine = {k: v for k, v in self.config.items() if k not in _RESUMABLE}
@@ -445,18 +468,7 @@ class CycleGAN:
         state = load_state(last)
         if state is None:
             raise DataError(f"{last}: no optimizer state (state.pt) to resume from; delete the folder to start over")
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        sched_g.load_state_dict(state["sched_g"])
-        sched_d.load_state_dict(state["sched_d"])
-        for sched in (sched_g, sched_d):  # the schedule may have been lengthened (more epochs): recompute the lr
-            for group, base in zip(sched.optimizer.param_groups, sched.base_lrs, strict=True):
-                group["lr"] = base * self.lr_factor(int(state["epoch"]))
-        pool_a.restore(state["pool_a"], self.device)
-        pool_b.restore(state["pool_b"], self.device)
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        scaler.load_state_dict(state["scaler"])
+        fit_state.load_state_dict(state, self.device, self.lr_factor(int(state["epoch"])))
         self.epoch = int(state["epoch"])
         return self.epoch
 
