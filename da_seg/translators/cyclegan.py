@@ -25,11 +25,9 @@ sees ``world`` times more slices).
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,96 +60,12 @@ from da_seg.training import (
     to_layout,
 )
 from da_seg.translators import META, check_volume
+from da_seg.translators.cyclegan_state import FitState, ImagePool, check_resumable, read_back
 from da_seg.translators.networks import PatchDiscriminator, build_generator, init_weights
 
 LossSpec = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]]
 GENERATORS = ("g_ab", "g_ba")
 NETWORKS = ("g_ab", "g_ba", "d_a", "d_b")
-
-
-class ImagePool:
-    """The last ``size`` generated images; the discriminator sees a mix of old and new fakes (Shrivastava et al.).
-
-    Each query image is stored while the pool fills; afterwards, with probability 1/2 it replaces a random stored
-    image and that older image is returned instead.
-    """
-
-    def __init__(self, size: int = 50) -> None:
-        self.size = size
-        self.images: list[Tensor] = []
-
-    def query(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        if self.size <= 0:
-            return images.detach()  # the generator's graph is freed after its step
-        out = []
-        for image in images.detach():
-            if len(self.images) < self.size:
-                self.images.append(image.clone())
-                out.append(image)
-            elif torch.rand((), generator=generator).item() < 0.5:
-                i = int(torch.randint(len(self.images), (), generator=generator))
-                out.append(self.images[i].clone())
-                self.images[i] = image.clone()
-            else:
-                out.append(image)
-        return torch.stack(out)
-
-    def state(self) -> Tensor | None:
-        return torch.stack(self.images).cpu() if self.images else None
-
-    def restore(self, images: Tensor | None, device: torch.device) -> None:
-        self.images = [] if images is None else [im.to(device) for im in images]
-
-
-@dataclass
-class FitState:
-    """What a resumed `CycleGAN.fit` needs besides the weights: optimizers, schedules, image pools, RNG, scaler."""
-
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    sched_g: torch.optim.lr_scheduler.LRScheduler
-    sched_d: torch.optim.lr_scheduler.LRScheduler
-    pool_a: ImagePool
-    pool_b: ImagePool
-    generator: torch.Generator
-    scaler: torch.amp.GradScaler
-
-    def state_dict(self, epoch: int) -> dict[str, Any]:
-        return {
-            "epoch": epoch,
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "sched_g": self.sched_g.state_dict(),
-            "sched_d": self.sched_d.state_dict(),
-            "pool_a": self.pool_a.state(),
-            "pool_b": self.pool_b.state(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any], device: torch.device, lr_factor: float) -> None:
-        """Restore ``state``; the learning rate is recomputed (``lr_factor``: the schedule may have been lengthened)."""
-        for name in ("opt_g", "opt_d", "sched_g", "sched_d", "scaler"):
-            getattr(self, name).load_state_dict(state[name])
-        for sched in (self.sched_g, self.sched_d):
-            for group, base in zip(sched.optimizer.param_groups, sched.base_lrs, strict=True):
-                group["lr"] = base * lr_factor
-        self.pool_a.restore(state["pool_a"], device)
-        self.pool_b.restore(state["pool_b"], device)
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-
-
-def _read_back(pending: list[dict[str, Tensor]]) -> list[dict[str, float]]:
-    """The losses of several iterations as floats, in one device-to-host copy; a non-finite one is an error."""
-    keys = list(pending[0])
-    rows = torch.stack([torch.stack([losses[k] for k in keys]) for losses in pending]).tolist()
-    out = [dict(zip(keys, row, strict=True)) for row in rows]
-    for losses in out:
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise DataError(f"cyclegan: a loss became non-finite ({losses}); lower lr or use precision fp32")
-    return out
 
 
 class CycleGAN:
@@ -211,38 +125,17 @@ class CycleGAN:
         log_every: int = 10,
         translate_batch: int = 8,
     ) -> None:
+        config = {k: v for k, v in locals().items() if k != "self"}  # first line: locals() holds just the arguments
         if epochs < 1 or batch_size < 1 or width < 1 or context < 0:
             raise ValueError("epochs, batch_size and width must be >= 1 and context >= 0")
         decay = epochs // 2 if decay_epochs is None else decay_epochs
         if not 0 <= decay <= epochs:
             raise ValueError(f"decay_epochs must be in [0, epochs={epochs}], got {decay}")
-        self.config: dict[str, Any] = {
-            "generator": generator,
-            "width": width,
-            "blocks": blocks,
-            "unet_depth": unet_depth,
-            "disc_width": disc_width,
-            "disc_layers": disc_layers,
-            "image_size": image_size,
-            "batch_size": batch_size,
-            "epochs": epochs,
-            "iterations_per_epoch": iterations_per_epoch,
-            "lr": lr,
-            "betas": list(betas),
-            "decay_epochs": decay_epochs,
-            "cycle_loss": cycle_loss,
-            "cycle_weight": cycle_weight,
-            "identity_weight": identity_weight,
-            "pool_size": pool_size,
-            "context": context,
-            "source_augment": [s if isinstance(s, str) else dict(s) for s in source_augment],
-            "target_augment": [s if isinstance(s, str) else dict(s) for s in target_augment],
-            "sample_every": sample_every,
-            "keep_checkpoints": keep_checkpoints,
-            "checkpoint_every": checkpoint_every,
-            "log_every": log_every,
-            "translate_batch": translate_batch,
-        }
+        # JSON-ready, as saved in meta.json and compared on resume.
+        config["betas"] = list(betas)
+        for key in ("source_augment", "target_augment"):
+            config[key] = [s if isinstance(s, str) else dict(s) for s in config[key]]
+        self.config: dict[str, Any] = config
         self.epochs, self.decay_epochs, self.context = epochs, decay, context
         self.cycle = build_loss(cycle_loss)
         self.source_augment = build_augmentation(source_augment)
@@ -358,7 +251,7 @@ class CycleGAN:
                     pending.append(self._step(real_a, real_b, gan, state))
                     logged = bool(cfg["log_every"]) and it % cfg["log_every"] == 0
                     if logged or it == iterations - 1:  # read the losses back only here: one GPU sync, not seven
-                        for losses in _read_back(pending):
+                        for losses in read_back(pending):
                             for k, v in losses.items():
                                 sums[k] = sums.get(k, 0.0) + v
                         pending = []
@@ -456,14 +349,7 @@ class CycleGAN:
             self.sample_grid(samples, workdir / "samples" / f"epoch_{self.epoch:04d}.png")
 
     def _resume(self, last: Path, fit_state: FitState) -> int:
-        meta = read_json(last / META)
-        saved = {k: v for k, v in meta.get("config", {}).items() if k not in _RESUMABLE}
-        mine = {k: v for k, v in self.config.items() if k not in _RESUMABLE}
-        if _jsonable(saved) != _jsonable(mine):
-            diff = sorted(k for k in set(saved) | set(mine) if _jsonable(saved.get(k)) != _jsonable(mine.get(k)))
-            raise DataError(
-                f"{last}: checkpoint was trained with other settings ({', '.join(diff)}); use another workdir"
-            )
+        check_resumable(read_json(last / META).get("config", {}), self.config, last)
         load_checkpoint(last, self.networks, component=self.name, map_location=self.device)
         state = load_state(last)
         if state is None:
@@ -530,23 +416,6 @@ class CycleGAN:
         grid = ((torch.cat(rows, dim=0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(grid).save(path)
-
-
-_RESUMABLE = {
-    "epochs",
-    "decay_epochs",
-    "sample_every",
-    "keep_checkpoints",
-    "checkpoint_every",
-    "log_every",
-    "translate_batch",
-}
-
-
-def _jsonable(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, default=str))
 
 
 def _spread(n: int, k: int, device: torch.device) -> Tensor:

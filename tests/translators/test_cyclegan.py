@@ -13,7 +13,7 @@ from da_seg.errors import ConfigError, DataError
 from da_seg.registry import TRANSLATORS
 from da_seg.training import load_checkpoint
 from da_seg.translators import load_translator
-from da_seg.translators.cyclegan import CycleGAN, ImagePool
+from da_seg.translators.cyclegan import CycleGAN
 
 TINY = {"width": 4, "blocks": 1, "disc_width": 4, "disc_layers": 2, "iterations_per_epoch": 2}
 
@@ -112,17 +112,6 @@ def test_bad_settings_are_config_errors() -> None:
 def test_lr_schedule_constant_then_linear() -> None:
     model = CycleGAN(width=2, blocks=1, epochs=4, decay_epochs=2)
     assert [model.lr_factor(e) for e in range(4)] == pytest.approx([1, 1, 2 / 3, 1 / 3])
-
-
-def test_image_pool() -> None:
-    gen = torch.Generator().manual_seed(0)
-    pool = ImagePool(size=2)
-    first = torch.arange(2.0).view(2, 1)
-    assert torch.equal(pool.query(first, gen), first)  # filling: returned as they come
-    seen = torch.cat([pool.query(torch.full((1, 1), 10.0 + i), gen) for i in range(40)]).ravel()
-    assert set(seen.tolist()) >= {0.0, 1.0}  # old fakes come back
-    assert len(pool.images) == 2 and (seen >= 10).any()
-    assert torch.equal(ImagePool(0).query(first, gen), first)
 
 
 def test_save_keeps_only_generators(unpaired, tmp_path) -> None:
