@@ -49,7 +49,11 @@ class DataConfig(Strict):
     """Where the images are. Folders hold ``images/`` and (when labelled) ``labels/`` with matching file names."""
 
     source: Path | None = Field(None, description="labelled source domain (MR): images/ + labels/")
-    target: Path | None = Field(None, description="unlabelled target domain (CT): images/")
+    source_unlabelled: Path | None = Field(
+        None, description="more source images without labels (images/): join the translator's training only"
+    )
+    target: Path | None = Field(None, description="unlabelled target domain (CT): images/; every image is segmented")
+    predict: Path | None = Field(None, description="more target images to segment (images/); used for nothing else")
     evaluation: Path | None = Field(None, description="labelled target domain for evaluation only")
     target_labelled: Path | None = Field(None, description="labelled target training data: enables the oracle")
     paired_target: Path | None = Field(None, description="target-modality images of the source subjects")
@@ -209,9 +213,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     section = data.get("data")
     if not isinstance(section, dict):
         return
-    for key in ("source", "target", "evaluation", "target_labelled", "paired_target", "cache"):
+    for key in ("source", "source_unlabelled", "target", "predict", "evaluation", "target_labelled", "paired_target"):
         if isinstance(section.get(key), str):
             section[key] = str((base / Path(section[key]).expanduser()).resolve())
+    if isinstance(section.get("cache"), str):
+        section["cache"] = str((base / Path(section["cache"]).expanduser()).resolve())
     phantom = section.get("phantom")
     if isinstance(phantom, dict) and isinstance(phantom.get("cache"), str):
         phantom["cache"] = str((base / Path(phantom["cache"]).expanduser()).resolve())

@@ -90,7 +90,7 @@ def boxplot(rows: list[dict[str, Any]], target: str, path: Path) -> Path:
     return _png(fig, path)
 
 
-def _contour(ax: plt.Axes, mask: np.ndarray, color: str, label: str | None = None) -> None:
+def _contour(ax: plt.Axes, mask: np.ndarray | None, color: str, label: str | None = None) -> None:
     if mask is not None and mask.any():
         ax.contour(mask > 0, levels=[0.5], colors=[color], linewidths=1.2)
         if label:
@@ -131,7 +131,8 @@ def _structures_figure(examples: dict[str, Any], task: Task, path: Path) -> Path
         axes = axes[2:]
     if "target" in examples:
         image, mask, _ = examples["target"]
-        for ax, (title, labels) in zip(axes, [("reference", mask), *preds.items()], strict=True):
+        reference = "reference" if mask is not None else "no reference mask"
+        for ax, (title, labels) in zip(axes, [(reference, mask), *preds.items()], strict=True):
             ax.imshow(image, cmap="gray", vmin=-1, vmax=1)
             _label_contours(ax, labels, task, legend=title == "reference")
             ax.set_title(f"real {task.target_modality}: {title}", fontsize=9)
@@ -165,9 +166,33 @@ def examples_figure(examples: dict[str, Any], task: Task, path: Path) -> Path | 
         _contour(axes[2], mask, PALETTE["reference"], "reference")
         for name, pred in preds.items():
             _contour(axes[2], pred, PALETTE.get(name, "y"), name)
-        axes[2].set_title(f"real {task.target_modality}: reference and predictions")
+        what = "reference and predictions" if mask is not None else "predictions (no reference mask)"
+        axes[2].set_title(f"{task.target_modality} {examples.get('target_case', '')}: {what}", fontsize=9)
         axes[2].legend(loc="lower right", fontsize=7, framealpha=0.6)
     return _png(fig, path)
+
+
+def _predictions_section(predictions: dict[str, Any], task: Task) -> tuple[str, str, str]:
+    """Where the target masks are, per method, and plainly whether any of them could be scored."""
+    target = task.target_modality
+    lines = [
+        f"Every {target} image the run was given (data.target, data.evaluation, data.predict) is segmented by every "
+        f"method; the masks lie on each image's original grid in `{predictions['folder']}/<method>/<case>.nii.gz`."
+    ]
+    if not predictions["labelled"]:
+        lines.append(
+            f"No {target} labels were given (no data.evaluation folder), so these masks are not scored: the Dice "
+            f"values below, if any, are on source-domain test subjects only. Check the masks by eye, or add "
+            f"data.evaluation with reference masks to measure them."
+        )
+    rows = [[method, count] for method, count in predictions["counts"].items()]
+    header = ["method", f"{target} masks written"]
+    text = " ".join(lines)
+    return (
+        f"{target} masks",
+        text + "\n\n" + _md_table(header, rows),
+        f"<p>{html.escape(text)}</p>" + _html_table(header, rows),
+    )
 
 
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -195,18 +220,24 @@ def write_report(
     fidelity: list[dict[str, Any]],
     timings: dict[str, float],
     examples: dict[str, Any],
+    predictions: dict[str, Any] | None = None,
     extra_sections: list[tuple[str, str, str]] = (),
 ) -> Path:
     """Write report.md, report.html and the figures; returns the HTML path.
 
-    ``extra_sections`` are ``(title, markdown, html)`` triples other layers add (statistics, selection).
+    ``predictions`` says where the target masks are (``folder``, ``counts`` per method, ``labelled``: how many
+    target images had reference masks). ``extra_sections`` are ``(title, markdown, html)`` triples other layers add
+    (statistics, selection).
     """
-    figures = [boxplot(rows, task.target_modality, run_dir / "fig_dice_boxplot.png")]
+    scored = any(r["test"] == task.target_modality for r in rows)
+    figures = [boxplot(rows, task.target_modality, run_dir / "fig_dice_boxplot.png")] if scored else []
     example_png = examples_figure(examples, task, run_dir / "fig_examples.png")
     if example_png:
         figures.append(example_png)
 
     sections: list[tuple[str, str, str]] = []
+    if predictions is not None:
+        sections.append(_predictions_section(predictions, task))
     header = ["method", "training data", "test data", "cases", "Dice", "HD95 (mm)", "ASSD (mm)"]
     if len(task.labels) > 1:  # evaluate_case averages each metric over the structures
         header[4:] = [f"{h}, mean of {len(task.labels)} structures" for h in header[4:]]

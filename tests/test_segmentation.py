@@ -102,15 +102,34 @@ def test_split_is_by_case_and_folds_cover_every_case() -> None:
         fold_indices(3, 6)
 
 
-def test_cross_validate_reports_each_fold(tmp_path) -> None:
-    cases = [blob_case(i) for i in range(3)]
+def test_cross_validate_never_selects_on_the_fold_it_reports(tmp_path, monkeypatch) -> None:
+    """Each fold picks its checkpoint on an inner split of its training cases; the held-out fold is only scored.
+
+    The cases handed to `train_segmenter` (training and validation) are recorded by identity: none is a test case.
+    """
+    import da_seg.segmentation.train as train_module
+
+    cases = [blob_case(i) for i in range(6)]
+    seen: list[set[int]] = []
+    real = train_module.train_segmenter
+
+    def spy(spec, train, settings_, *, val_cases, **kw):
+        seen.append({id(c[0]) for c in [*train, *val_cases]})
+        return real(spec, train, settings_, val_cases=val_cases, **kw)
+
+    monkeypatch.setattr(train_module, "train_segmenter", spy)
     results = cross_validate(TINY, cases, settings(epochs=1), folds=3, workdir=tmp_path, device="cpu", progress=False)
     assert [r.fold for r in results] == [0, 1, 2]
-    assert sorted(i for r in results for i in r.val_cases) == [0, 1, 2]
-    for r in results:
-        assert set(r.train_cases).isdisjoint(r.val_cases) and 0.0 <= r.val_dice <= 1.0
+    assert sorted(i for r in results for i in r.test_cases) == list(range(6))
+    for r, used in zip(results, seen, strict=True):
+        assert r.val_cases and set(r.val_cases) <= set(range(6)) - set(r.test_cases)
+        assert set(r.train_cases).isdisjoint(r.val_cases) and set(r.train_cases).isdisjoint(r.test_cases)
+        assert used.isdisjoint({id(cases[j][0]) for j in r.test_cases})
+        assert 0.0 <= r.test_dice <= 1.0
         assert TrainedSegmenter.load(r.model_dir, "cpu").info["best_val_dice"] == pytest.approx(r.val_dice)
     assert len(json.loads((tmp_path / "folds.json").read_text())) == 3
+    with pytest.raises(DataError, match="fewer than 2 training cases"):
+        cross_validate(TINY, cases[:2], settings(epochs=1), folds=2, workdir=tmp_path / "x", device="cpu")
 
 
 def test_predict_segment_save_load(tmp_path) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from da_seg.config import Config, PhantomConfig
-from da_seg.data import Domain, PreparedCase, find_cases, load_prepared
+from da_seg.data import Case, Domain, PreparedCase, find_cases, load_prepared
 from da_seg.errors import ConfigError, DataError
 from da_seg.pipeline.stages import fingerprint
 from da_seg.registry import INTENSITIES
@@ -23,6 +23,8 @@ class DataFolders:
     evaluation: Path | None
     target_labelled: Path | None
     paired_target: Path | None
+    source_unlabelled: Path | None = None
+    predict: Path | None = None
 
 
 def phantom_folder(config: Config, task: Task) -> Path:
@@ -54,15 +56,35 @@ def resolve_data(config: Config, task: Task) -> DataFolders:
     if data.phantom is not None:
         root = ensure_phantom(task, data.phantom, phantom_folder(config, task))
         optional = {k: (root / k if (root / k).is_dir() else None) for k in ("target_labelled", "paired_target")}
-        return DataFolders(root / "source", root / "target", root / "evaluation", **optional)
+        return DataFolders(
+            root / "source",
+            root / "target",
+            root / "evaluation",
+            **optional,
+            source_unlabelled=data.source_unlabelled,
+            predict=data.predict,
+        )
     if data.source is None or data.target is None:
         raise ConfigError("set data.source and data.target (folders), or data.phantom to use the task's phantom")
-    return DataFolders(data.source, data.target, data.evaluation, data.target_labelled, data.paired_target)
+    return DataFolders(
+        data.source,
+        data.target,
+        data.evaluation,
+        data.target_labelled,
+        data.paired_target,
+        data.source_unlabelled,
+        data.predict,
+    )
 
 
 @dataclass
 class Dataset:
-    """Everything preprocessed onto the common grid, split once by seed."""
+    """Everything preprocessed onto the common grid, split once by seed.
+
+    ``source_unlabelled`` (images only) joins the translator's training, never the segmenter's. ``predict`` is
+    target-domain images to segment and nothing else. ``ct_files`` maps every target-domain image the run segments
+    (``target``, ``evaluation``, ``predict``) from its case id to its file, in that order.
+    """
 
     source_domain: Domain
     target_domain: Domain
@@ -73,6 +95,16 @@ class Dataset:
     evaluation_labels: dict[str, Path]
     target_labelled: list[PreparedCase]
     paired_target: dict[str, Path]
+    source_unlabelled: list[PreparedCase] = field(default_factory=list)
+    predict: list[PreparedCase] = field(default_factory=list)
+    ct_files: dict[str, Path] = field(default_factory=dict)
+
+    def cases_to_segment(self) -> list[PreparedCase]:
+        """Every target-domain image the run segments, once each (an image in two folders counts once)."""
+        unique: dict[str, PreparedCase] = {}
+        for case in self.target + self.evaluation + self.predict:
+            unique.setdefault(case.id, case)
+        return list(unique.values())
 
 
 def domains(config: Config, task: Task) -> tuple[Domain, Domain]:
@@ -94,16 +126,40 @@ def split_test(cases: list[PreparedCase], fraction: float, seed: int) -> tuple[l
     return [c for i, c in enumerate(cases) if i not in test], [c for i, c in enumerate(cases) if i in test]
 
 
+def _ct_files(groups: list[tuple[str, list[Case]]]) -> dict[str, Path]:
+    """Case id -> image file over the target-domain folders; one id naming two different files is an error."""
+    files: dict[str, Path] = {}
+    where: dict[str, str] = {}
+    for key, cases in groups:
+        for case in cases:
+            known = files.get(case.id)
+            if known is not None and known.resolve() != case.image.resolve():
+                raise DataError(
+                    f"two target images named '{case.id}': {known} (data.{where[case.id]}) and {case.image} "
+                    f"(data.{key}); their masks would share predictions/<method>/{case.id}.nii.gz, rename one"
+                )
+            files.setdefault(case.id, case.image)
+            where.setdefault(case.id, key)
+    return files
+
+
 def prepare_dataset(config: Config, task: Task, folders: DataFolders, cache: Path) -> Dataset:
     source_domain, target_domain = domains(config, task)
     binary = task.classes == 1
     source = load_prepared(find_cases(folders.source, labelled=True, binary=binary), source_domain, cache)
-    target = load_prepared(find_cases(folders.target, labelled=False), target_domain, cache)
-    evaluation, labels = [], {}
+    unlabelled = []
+    if folders.source_unlabelled is not None:
+        unlabelled = load_prepared(find_cases(folders.source_unlabelled, labelled=False), source_domain, cache)
+    target_cases = find_cases(folders.target, labelled=False)
+    target = load_prepared(target_cases, target_domain, cache)
+    evaluation, labels, eval_cases = [], {}, []
     if folders.evaluation is not None:
         eval_cases = find_cases(folders.evaluation, labelled=True, binary=binary)
         evaluation = load_prepared(eval_cases, target_domain, cache)
         labels = {c.id: c.label for c in eval_cases}
+    predict_cases = find_cases(folders.predict, labelled=False) if folders.predict is not None else []
+    predict = load_prepared(predict_cases, target_domain, cache)
+    ct_files = _ct_files([("target", target_cases), ("evaluation", eval_cases), ("predict", predict_cases)])
     labelled = []
     if folders.target_labelled is not None and "oracle" in config.baselines:
         labelled = load_prepared(
@@ -113,4 +169,17 @@ def prepare_dataset(config: Config, task: Task, folders: DataFolders, cache: Pat
     if folders.paired_target is not None:
         paired = {c.id: c.image for c in find_cases(folders.paired_target, labelled=False)}
     train, test = split_test(source, 0.25, config.seed)
-    return Dataset(source_domain, target_domain, train, test, target, evaluation, labels, labelled, paired)
+    return Dataset(
+        source_domain,
+        target_domain,
+        train,
+        test,
+        target,
+        evaluation,
+        labels,
+        labelled,
+        paired,
+        unlabelled,
+        predict,
+        ct_files,
+    )

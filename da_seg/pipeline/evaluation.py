@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,6 @@ import numpy as np
 from da_seg.data import PreparedCase
 from da_seg.metrics.segmentation import evaluate_case
 from da_seg.registry import METRICS
-from da_seg.segmentation import TrainedSegmenter
 from da_seg.stats import write_csv
 from da_seg.task import Task
 from da_seg.training import read_json, write_json
@@ -35,23 +35,58 @@ def statistics_sections(rows: list[dict[str, Any]], task: Task, folder: Path) ->
     return [comparison_section(comparison)]
 
 
-def _segment(seg: Any, model: TrainedSegmenter, image: np.ndarray) -> np.ndarray:
-    return model.segment(image, threshold=seg.threshold, largest_component=seg.largest_component, tta_flip=seg.tta_flip)
+def predict_targets(up: Upstream, methods: list[Method], folder: Path, cases: list[PreparedCase]) -> list[dict]:
+    """Segment ``cases`` (target-domain images) with every method and write each mask as NIfTI on its image's
+    original grid: ``folder/<method>/<case>.nii.gz``. The model's saved defaults (threshold, post-processing) apply,
+    exactly as in `da_seg.segmentation.predict_file`, so ``daseg predict`` on the same file writes the same mask.
 
-
-def evaluate_methods(up: Upstream, methods: list[Method], folder: Path) -> list[dict[str, Any]]:
-    """Per-case metrics: every method on the real target images (original grid, masks written as NIfTI), plus the
-    in-domain rows of the paper's Table 1 (SynCT-trained on SynCT test subjects, source-trained on source ones)."""
-    task, dataset, seg = up.task, up.dataset, up.config.segmentation
+    Returns one row per mask (``method``, ``case``, ``image``, ``mask`` paths relative to ``folder``, ``seconds``),
+    also written to ``folder/index.json`` and ``index.csv``.
+    """
+    domain, files = up.dataset.target_domain, up.dataset.ct_files
     rows: list[dict[str, Any]] = []
     for method in methods:
-        out = folder / "predictions" / method.name
-        for case in dataset.evaluation:
+        for case in cases:
             start = time.perf_counter()
-            pred = _segment(seg, method.model, case.image)
-            mask = dataset.target_domain.restore(pred, case, mask=True)
+            mask = domain.restore(method.model.segment(case.image), case, mask=True)
             seconds = time.perf_counter() - start
-            write_volume(mask, out / f"{case.id}.nii.gz", mask=True)
+            out = write_volume(mask, folder / method.name / f"{case.id}.nii.gz", mask=True)
+            image = files.get(case.id)
+            rows.append(
+                {
+                    "method": method.name,
+                    "case": case.id,
+                    "image": str(image) if image else "",
+                    "mask": str(out.relative_to(folder)),
+                    "seconds": seconds,
+                }
+            )
+    write_json(folder / "index.json", rows)
+    write_csv(folder / "index.csv", rows)
+    return rows
+
+
+def evaluate_methods(
+    up: Upstream, methods: list[Method], folder: Path, predictions: Path | None = None
+) -> list[dict[str, Any]]:
+    """Per-case metrics: every method on the labelled target images, scored from the masks written on their
+    original grids, plus the in-domain rows of the paper's Table 1 (SynCT-trained on held-out SynCT subjects,
+    source-trained on held-out source ones; out-of-fold with cross-validation).
+
+    ``predictions`` is a folder `predict_targets` filled for the evaluation cases; without it they are segmented
+    into ``folder/predictions``.
+    """
+    task, dataset = up.task, up.dataset
+    if predictions is None:
+        predictions = folder / "predictions"
+        index = predict_targets(up, methods, predictions, dataset.evaluation)
+    else:
+        index = read_json(predictions / "index.json")
+    seconds = {(r["method"], r["case"]): r["seconds"] for r in index}
+    rows: list[dict[str, Any]] = []
+    for method in methods:
+        for case in dataset.evaluation:
+            mask = read_volume(predictions / method.name / f"{case.id}.nii.gz")
             reference = read_volume(dataset.evaluation_labels[case.id])
             scores = evaluate_case(mask.array, reference.array, reference.spacing_zyx, labels=label_map(task))
             rows.append(
@@ -61,20 +96,41 @@ def evaluate_methods(up: Upstream, methods: list[Method], folder: Path) -> list[
                     "test": task.target_modality,
                     "case": case.id,
                     **scores,
-                    "seconds": seconds,
+                    "seconds": seconds[(method.name, case.id)],
                 }
             )
-    in_domain = {"synct": (up.synct_test, "SynCT"), "no_adaptation": (dataset.source_test, task.source_modality)}
     for method in methods:
-        base = method.name.split("@")[0]
-        if base not in in_domain:
-            continue
-        cases, test_name = in_domain[base]
-        for case in cases:
-            pred = _segment(seg, method.model, case.image)
-            scores = evaluate_case(pred, case.mask, dataset.source_domain.spacing_zyx, labels=label_map(task))
-            rows.append({"method": method.name, "train": method.train_on, "test": test_name, "case": case.id, **scores})
+        for fold, (model, cases) in enumerate(method.tests):
+            for case in cases:
+                scores = evaluate_case(
+                    model.segment(case.image), case.mask, dataset.source_domain.spacing_zyx, labels=label_map(task)
+                )
+                row = {"method": method.name, "train": method.train_on, "test": method.test_on, "case": case.id}
+                rows.append(row | ({"fold": fold} if len(method.tests) > 1 else {}) | scores)
     return rows
+
+
+def paper_test_section(rows: list[dict[str, Any]], task: Task) -> list[tuple[str, str, str]]:
+    """The paper's one statistical claim, checked on this run: the SynCT-trained segmenter's Dice on held-out SynCT
+    and on real target images do not differ (the paper: p > 0.05). Two independent sets of cases, so a two-sided
+    Mann-Whitney U test (our choice of test; the paper does not name its own)."""
+    from da_seg.report import mean_sd
+    from da_seg.stats import mann_whitney
+
+    synct = [r["dice"] for r in rows if r["method"] == "synct" and r["test"] == f"Syn{task.target_modality}"]
+    real = [r["dice"] for r in rows if r["method"] == "synct" and r["test"] == task.target_modality]
+    if len(synct) < 2 or len(real) < 2:
+        return []
+    test = mann_whitney(synct, real)
+    verdict = "no significant difference (p > 0.05)" if test.p_value > 0.05 else "a significant difference (p <= 0.05)"
+    text = (
+        f"The paper reports that its SynCT-trained 2.5D Res-U-Net reached Dice values on the SynCT and the real CT "
+        f"test sets with no statistical difference (p > 0.05). This run, segmenter `synct`: Dice on "
+        f"Syn{task.target_modality} {mean_sd(synct)} (n = {len(synct)}) vs real {task.target_modality} "
+        f"{mean_sd(real)} (n = {len(real)}); two-sided Mann-Whitney U = {test.statistic:.1f}, "
+        f"p = {test.p_value:.3g}, rank-biserial r = {test.effect_size:+.2f}: {verdict}."
+    )
+    return [("The paper's test: SynCT vs real target Dice", text, f"<p>{html.escape(text)}</p>")]
 
 
 def label_map(task: Task) -> dict[int, str]:
@@ -115,15 +171,20 @@ def synct_fidelity(up: Upstream) -> list[dict[str, Any]]:
 
 
 def report_examples(dataset: Dataset, synct_test: list[PreparedCase], methods: list[Method]) -> dict[str, Any]:
-    """Arrays for Fig. 2 style panels: a source slice, its SynCT, and a real target slice with contours."""
+    """Arrays for Fig. 2 style panels: a source slice, its SynCT, and a target slice with the predicted contours
+    (and the reference, when the image is labelled: an evaluation image first, else the first image segmented)."""
     out: dict[str, Any] = {}
     if synct_test:
         case = dataset.source_test[0]
         z = int(np.argmax(case.mask.reshape(case.mask.shape[0], -1).sum(1)))
         out["source"] = (case.image[z], synct_test[0].image[z], case.mask[z])
-    if dataset.evaluation:
-        case = dataset.evaluation[0]
-        z = int(np.argmax(case.mask.reshape(case.mask.shape[0], -1).sum(1)))
-        preds = {m.name: m.model.segment(case.image[max(0, z - 3) : z + 4])[min(z, 3)] for m in methods}
-        out["target"] = (case.image[z], case.mask[z], preds)
+    cases = dataset.evaluation or dataset.cases_to_segment()
+    if cases and methods:
+        case = cases[0]
+        preds = {m.name: m.model.segment(case.image) for m in methods}
+        shown = case.mask if case.mask is not None else next(iter(preds.values()))
+        z = int(np.argmax(shown.reshape(shown.shape[0], -1).sum(1)))
+        truth = case.mask[z] if case.mask is not None else None
+        out["target"] = (case.image[z], truth, {name: p[z] for name, p in preds.items()})
+        out["target_case"] = case.id
     return out

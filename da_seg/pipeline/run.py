@@ -26,6 +26,8 @@ from da_seg.data import PreparedCase
 from da_seg.pipeline.dataset import Dataset, prepare_dataset, resolve_data
 from da_seg.pipeline.evaluation import (
     evaluate_methods,
+    paper_test_section,
+    predict_targets,
     report_examples,
     statistics_sections,
     synct_fidelity,
@@ -33,7 +35,14 @@ from da_seg.pipeline.evaluation import (
 )
 from da_seg.pipeline.stages import Stages, fingerprint, open_run_dir
 from da_seg.registry import TRANSLATORS
-from da_seg.segmentation import TrainedSegmenter, train_segmenter
+from da_seg.segmentation import (
+    Segmenter,
+    SegmenterEnsemble,
+    TrainedSegmenter,
+    cross_validate,
+    load_segmenter,
+    train_segmenter,
+)
 from da_seg.task import Task
 from da_seg.training import (
     barrier,
@@ -50,6 +59,10 @@ from da_seg.translators import load_translator, save_domains
 from da_seg.volume import write_volume
 
 SYNCT = "synct"
+PREDICTIONS_STAGE_VERSION = 1
+SEGMENTER_STAGE_VERSION = 2
+"""Bumped when what a segmenter stage writes changes (2: models carry their data domain and precision), so
+``--resume`` retrains instead of reusing a model of the old kind."""
 
 
 @dataclass
@@ -64,11 +77,23 @@ class RunResult:
 
 @dataclass
 class Method:
-    """One trained segmenter and what it was trained on (a row group of Table 1)."""
+    """One trained segmenter (a model, or the ensemble of its cross-validation folds) and what it was trained on.
+
+    Attributes:
+        name: the method's name in tables and folders (``synct``, ``no_adaptation``, ``oracle``; ``@tag`` in studies).
+        train_on: the training data's name (``SynCT``, ``MR``, ``CT``).
+        model: what segments the target images.
+        key: the fingerprint of its training stage (downstream stages depend on it).
+        test_on: the in-domain test set's name (``SynCT``, ``MR``), or None when it has none.
+        tests: ``(model, held-out cases)`` pairs for the in-domain test: one, or one per fold.
+    """
 
     name: str
     train_on: str
-    model: TrainedSegmenter
+    model: Segmenter
+    key: str = ""
+    test_on: str | None = None
+    tests: list[tuple[Segmenter, list[PreparedCase]]] = field(default_factory=list)
 
 
 @dataclass
@@ -186,23 +211,27 @@ def audit_sections(up: Upstream, translator_dir: Path) -> list[tuple[str, str, s
 
 
 def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True, tag: str = "") -> list[Method]:
-    """The SynCT-trained segmenter and, when asked, the no-adaptation and oracle baselines."""
+    """The SynCT-trained segmenter and, when asked, the no-adaptation and oracle baselines.
+
+    With ``segmentation.folds = k > 1`` each method is cross-validated over all its subjects (the held-out
+    SynCT / MR test set becomes the out-of-fold predictions) and segments the target images with its k models'
+    ensemble.
+    """
     config, task, dataset = up.config, up.task, up.dataset
     seg = segmentation or config.segmentation
     seg_key = seg.model_dump(mode="json")
-    plan = [("synct", "SynCT", up.synct_train, up.synct_key)]
+    plan = [("synct", "SynCT", up.synct_train, up.synct_test, "SynCT", up.synct_key)]
     if baselines and "no_adaptation" in config.baselines:
-        plan.append(("no_adaptation", task.source_modality, dataset.source_train, up.data_key))
+        source = task.source_modality
+        plan.append(("no_adaptation", source, dataset.source_train, dataset.source_test, source, up.data_key))
     if baselines and "oracle" in config.baselines and dataset.target_labelled:
-        plan.append(("oracle", task.target_modality, dataset.target_labelled, up.data_key))
-    return [
-        Method(
-            name + tag,
-            train_on,
-            _train(up, f"seg_{name}{tag}", fingerprint(key, seg_key, config.runtime.precision), seg, cases),
-        )
-        for name, train_on, cases, key in plan
-    ]
+        plan.append(("oracle", task.target_modality, dataset.target_labelled, [], None, up.data_key))
+    methods = []
+    for name, train_on, train, test, test_on, upstream_key in plan:
+        key = fingerprint(upstream_key, seg_key, config.runtime.precision, SEGMENTER_STAGE_VERSION)
+        model, tests = _train(up, f"seg_{name}{tag}", key, seg, train, test)
+        methods.append(Method(name + tag, train_on, model, key, test_on if tests else None, tests))
+    return methods
 
 
 def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -> RunResult:
@@ -213,10 +242,13 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
     stages = Stages(run_dir, resume)
     up = prepare_upstream(config, stages)
     methods = train_methods(up)
-    eval_key = fingerprint(
-        up.synct_key, config.segmentation.model_dump(mode="json"), config.baselines, config.runtime.precision
+    segmented = up.dataset.cases_to_segment()
+    predictions_key = fingerprint([m.key for m in methods], up.data_key, PREDICTIONS_STAGE_VERSION)
+    predictions = stages.run("predictions", predictions_key, lambda d: predict_targets(up, methods, d, segmented))
+    eval_key = fingerprint(predictions_key, config.baselines)
+    evaluation_dir = stages.run(
+        "evaluation", eval_key, lambda d: write_metrics(d, evaluate_methods(up, methods, d, predictions))
     )
-    evaluation_dir = stages.run("evaluation", eval_key, lambda d: write_metrics(d, evaluate_methods(up, methods, d)))
     rows = read_json(evaluation_dir / "metrics.json")
     fidelity = synct_fidelity(up)
     audit = audit_sections(up, up.translator_dir)
@@ -234,18 +266,30 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
         fidelity=fidelity,
         timings=stages.timings,
         examples=report_examples(up.dataset, up.synct_test, methods),
-        extra_sections=statistics_sections(rows, up.task, evaluation_dir) + audit,
+        predictions=_predictions_summary(run_dir, predictions, up.dataset),
+        extra_sections=statistics_sections(rows, up.task, evaluation_dir) + paper_test_section(rows, up.task) + audit,
     )
     write_json(run_dir / "timings.json", stages.timings)
     barrier()
     return RunResult(run_dir, report, rows, stages.timings)
 
 
+def _predictions_summary(run_dir: Path, predictions: Path, dataset: Dataset) -> dict[str, Any]:
+    """What the report says about the target masks: how many per method, where, and whether any was scored."""
+    index = read_json(predictions / "index.json")
+    counts: dict[str, int] = {}
+    for row in index:
+        counts[row["method"]] = counts.get(row["method"], 0) + 1
+    return {"folder": str(predictions.relative_to(run_dir)), "counts": counts, "labelled": len(dataset.evaluation)}
+
+
 def _fit_translator(config: Config, dataset: Dataset, folder: Path, device: torch.device) -> None:
     import inspect
 
     translator = TRANSLATORS.build(config.translator)
-    source = [c.image for c in dataset.source_train + dataset.source_test]
+    # unlabelled source images (data.source_unlabelled) teach the translator the source domain, as the paper's 346
+    # PROSTATEx scans did; the segmenter never sees them
+    source = [c.image for c in dataset.source_train + dataset.source_test + dataset.source_unlabelled]
     target = [c.image for c in dataset.target]
     accepted = inspect.signature(translator.fit).parameters
     options = {"channels_last": config.runtime.layout("translator"), "compile": config.runtime.compile}
@@ -276,32 +320,64 @@ def _load_synct(folder: Path, cases: list[PreparedCase]) -> list[PreparedCase]:
     return [replace(c, image=np.load(folder / f"{c.id}.npy")) for c in cases]
 
 
-def _fit_segmenter(up: Upstream, seg: Any, cases: list, workdir: Path, progress: bool = True) -> TrainedSegmenter:
-    """Every segmenter of a run (methods and audit) trains through here: same seed and runtime switches."""
+def _training_options(up: Upstream, progress: bool = True) -> dict[str, Any]:
+    """What every segmenter of a run trains with: seed, runtime switches, and the target domain it will segment,
+    saved with the model so `daseg predict` prepares a raw target image exactly as the run did."""
     runtime = up.config.runtime
-    return train_segmenter(
-        seg.model,
-        cases,
-        seg,
-        workdir=workdir,
-        device=up.device,
-        precision=runtime.precision,
-        seed=up.config.seed,
-        classes=up.task.classes,
-        progress=progress,
-        channels_last=runtime.layout("segmenter"),
-        compile=runtime.compile,
-    )
+    return {
+        "device": up.device,
+        "precision": runtime.precision,
+        "seed": up.config.seed,
+        "classes": up.task.classes,
+        "domain": up.dataset.target_domain,
+        "progress": progress,
+        "channels_last": runtime.layout("segmenter"),
+        "compile": runtime.compile,
+    }
 
 
-def _train(up: Upstream, name: str, key: str, seg: Any, cases: list[PreparedCase]) -> TrainedSegmenter:
+def _fit_segmenter(up: Upstream, seg: Any, cases: list, workdir: Path, progress: bool = True) -> TrainedSegmenter:
+    """Every single segmenter of a run (methods and audit) trains through here: same seed and runtime switches."""
+    return train_segmenter(seg.model, cases, seg, workdir=workdir, **_training_options(up, progress))
+
+
+def _train(
+    up: Upstream, name: str, key: str, seg: Any, train: list[PreparedCase], test: list[PreparedCase]
+) -> tuple[Segmenter, list[tuple[Segmenter, list[PreparedCase]]]]:
+    """Train one method (or cross-validate it) in stage ``name``; returns the model and its in-domain tests."""
+    cases = train + test
+
     def work(folder: Path) -> None:
-        model = _fit_segmenter(up, seg, [(c.image, c.mask) for c in cases], folder / "work")
-        if is_main():
-            model.save(folder / "model")
+        if seg.folds == 1:
+            model = _fit_segmenter(up, seg, [(c.image, c.mask) for c in train], folder / "work")
+            if is_main():
+                model.save(folder / "model")
+            return
+        pairs = [(c.image, c.mask) for c in cases]
+        results = cross_validate(
+            seg.model, pairs, seg, folds=seg.folds, workdir=folder / "work", **_training_options(up)
+        )
+        if not is_main():
+            return
+        members = [TrainedSegmenter.load(r.model_dir, device="cpu") for r in results]
+        folds = [
+            {
+                "fold": r.fold,
+                "train": [cases[j].id for j in r.train_cases],
+                "validation": [cases[j].id for j in r.val_cases],
+                "test": [cases[j].id for j in r.test_cases],
+                "validation_dice": r.val_dice,
+                "test_dice": r.test_dice,
+            }
+            for r in results
+        ]
+        SegmenterEnsemble(members).save(folder / "model", folds=folds)
 
     folder = up.stages.run(name, key, work, collective=True)
-    runtime = up.config.runtime
-    return TrainedSegmenter.load(
-        folder / "model", device=up.device, precision=runtime.precision, channels_last=runtime.layout("segmenter")
-    )
+    model = load_segmenter(folder / "model", device=up.device)
+    if isinstance(model, TrainedSegmenter):
+        return model, [(model, test)] if test else []
+    by_id = {c.id: c for c in cases}
+    folds = model.info["folds"]
+    tests = [(member, [by_id[i] for i in fold["test"]]) for member, fold in zip(model.members, folds, strict=True)]
+    return model, tests if test else []

@@ -31,8 +31,39 @@ Case = tuple[np.ndarray, np.ndarray]
 
 
 # -- inference --------------------------------------------------------------------------------------------------
+class _Segments:
+    """`segment` for anything with ``predict``, ``defaults`` and ``multiclass`` (one model or an ensemble)."""
+
+    defaults: dict[str, Any]
+    multiclass: str
+
+    def predict(self, image: np.ndarray, tta_flip: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def segment(
+        self,
+        image: np.ndarray,
+        threshold: float | None = None,
+        largest_component: bool | None = None,
+        tta_flip: bool | None = None,
+    ) -> np.ndarray:
+        """A label map: probability >= ``threshold``, optionally only the largest 3D component of each label.
+
+        Softmax models take the argmax over background and structures (``threshold`` is not used). Unset arguments
+        take the model's saved defaults (0.5, largest component on, no TTA unless trained so).
+
+        Shape:
+            ``(z, H, W)`` float image -> ``(z, H, W)`` uint8 labels (0 background, 1..classes).
+        """
+        threshold = self.defaults.get("threshold", 0.5) if threshold is None else threshold
+        lcc = self.defaults.get("largest_component", True) if largest_component is None else largest_component
+        tta = self.defaults.get("tta_flip", False) if tta_flip is None else tta_flip
+        softmax = self.multiclass == "softmax"
+        return probabilities_to_labels(self.predict(image, tta_flip=tta), threshold, lcc, softmax=softmax)
+
+
 @dataclass
-class TrainedSegmenter:
+class TrainedSegmenter(_Segments):
     """A segmenter with what is needed to apply it: its spec, context, classes and (optionally) its data domain.
 
     Attributes:
@@ -99,27 +130,6 @@ class TrainedSegmenter:
         result = out.cpu().numpy()
         return result[0] if self.classes == 1 else result
 
-    def segment(
-        self,
-        image: np.ndarray,
-        threshold: float | None = None,
-        largest_component: bool | None = None,
-        tta_flip: bool | None = None,
-    ) -> np.ndarray:
-        """A label map: probability >= ``threshold``, optionally only the largest 3D component of each label.
-
-        Softmax models take the argmax over background and structures (``threshold`` is not used). Unset arguments
-        take the model's saved defaults (0.5, largest component on, no TTA unless trained so).
-
-        Shape:
-            ``(z, H, W)`` float image -> ``(z, H, W)`` uint8 labels (0 background, 1..classes).
-        """
-        threshold = self.defaults.get("threshold", 0.5) if threshold is None else threshold
-        lcc = self.defaults.get("largest_component", True) if largest_component is None else largest_component
-        tta = self.defaults.get("tta_flip", False) if tta_flip is None else tta_flip
-        softmax = self.multiclass == "softmax"
-        return probabilities_to_labels(self.predict(image, tta_flip=tta), threshold, lcc, softmax=softmax)
-
     def save(self, directory: str | Path) -> Path:
         """Weights and meta.json (spec, context, classes, domain, defaults) in ``directory``."""
         save_checkpoint(directory, {"model": self.model}, meta=self._meta())
@@ -135,6 +145,8 @@ class TrainedSegmenter:
             "batch_size": self.batch_size,
             "domain": self.domain,
             "defaults": self.defaults,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
             **self.info,
             **extra,
         }
@@ -144,12 +156,14 @@ class TrainedSegmenter:
         cls,
         directory: str | Path,
         device: str | torch.device = "auto",
-        precision: str = "fp32",
-        channels_last: bool = False,
+        precision: str | None = None,
+        channels_last: bool | None = None,
     ) -> TrainedSegmenter:
         """Rebuild the network from meta.json and load its weights (refuses other components' checkpoints).
 
-        ``precision`` and ``channels_last`` choose how `predict` runs (``runtime.precision`` / ``channels_last``).
+        ``precision`` and ``channels_last`` choose how `predict` runs; unset, they are what the model was trained
+        with (saved in meta.json), so ``daseg predict`` gives the masks the run wrote. fp16 falls back to fp32 off
+        CUDA.
         """
         directory = Path(directory)
         meta = read_json(directory / "meta.json")
@@ -160,6 +174,11 @@ class TrainedSegmenter:
         model = build_segmenter(meta["model"], meta["context"], meta["classes"], multiclass)
         load_checkpoint(directory, {"model": model}, component=COMPONENT, map_location=device)
         known = {"component", "model", "context", "classes", "multiclass", "batch_size", "domain", "defaults"}
+        known |= {"precision", "channels_last"}
+        precision = precision or meta.get("precision") or "fp32"
+        if precision == "fp16" and device.type != "cuda":
+            precision = "fp32"
+        channels_last = bool(meta.get("channels_last", False)) if channels_last is None else channels_last
         return cls(
             model=model.to(device).eval(),
             spec=meta["model"],
@@ -174,6 +193,89 @@ class TrainedSegmenter:
             multiclass=multiclass,
             channels_last=channels_last,
         )
+
+
+ENSEMBLE = "segmenter_ensemble"
+
+
+class SegmenterEnsemble(_Segments):
+    """The k models of a cross-validation applied as one: the mean of their probabilities, then the shared
+    threshold and post-processing (nnU-Net's way of predicting with its folds).
+
+    A saved ensemble is a folder with ``meta.json`` (``component = "segmenter_ensemble"``, the member folders, the
+    data domain and inference defaults) and one `TrainedSegmenter` folder per member (``fold0/``, ``fold1/``, ...).
+    """
+
+    def __init__(self, members: list[TrainedSegmenter]) -> None:
+        if not members:
+            raise DataError("an ensemble needs at least one model")
+        first = members[0]
+        for other in members[1:]:
+            if (other.context, other.classes, other.multiclass) != (first.context, first.classes, first.multiclass):
+                raise DataError("ensemble members differ in context, classes or multiclass; they cannot be averaged")
+        self.members = members
+        self.context, self.classes, self.multiclass = first.context, first.classes, first.multiclass
+        self.domain, self.defaults = first.domain, dict(first.defaults)
+        self.info: dict[str, Any] = {}
+
+    def predict(self, image: np.ndarray, tta_flip: bool = False) -> np.ndarray:
+        """Mean probability of the members. Shape: as `TrainedSegmenter.predict`."""
+        total = self.members[0].predict(image, tta_flip)
+        for member in self.members[1:]:
+            total = total + member.predict(image, tta_flip)
+        return total / len(self.members)
+
+    def save(self, directory: str | Path, **info: Any) -> Path:
+        """Each member in ``directory/fold<i>`` and the ensemble's meta.json (``info`` adds facts, e.g. folds)."""
+        from da_seg.training import write_json
+
+        directory = Path(directory)
+        names = [f"fold{i}" for i in range(len(self.members))]
+        for name, member in zip(names, self.members, strict=True):
+            member.save(directory / name)
+        meta = {"component": ENSEMBLE, "members": names, "domain": self.domain, "defaults": self.defaults, **info}
+        write_json(directory / "meta.json", meta)
+        return directory
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        device: str | torch.device = "auto",
+        precision: str | None = None,
+        channels_last: bool | None = None,
+    ) -> SegmenterEnsemble:
+        directory = Path(directory)
+        meta = read_json(directory / "meta.json")
+        if meta.get("component") != ENSEMBLE:
+            raise DataError(f"{directory}: not a segmenter ensemble (component '{meta.get('component')}')")
+        members = [
+            TrainedSegmenter.load(directory / name, device, precision, channels_last) for name in meta["members"]
+        ]
+        ensemble = cls(members)
+        ensemble.info = {k: v for k, v in meta.items() if k not in {"component", "members", "domain", "defaults"}}
+        return ensemble
+
+
+Segmenter = TrainedSegmenter | SegmenterEnsemble
+"""What `predict_file` applies: one trained model or a cross-validation ensemble."""
+
+
+def load_segmenter(
+    directory: str | Path,
+    device: str | torch.device = "auto",
+    precision: str | None = None,
+    channels_last: bool | None = None,
+) -> Segmenter:
+    """A trained segmenter folder, single model or ensemble (told apart by meta.json's ``component``)."""
+    directory = Path(directory)
+    if not (directory / "meta.json").is_file():
+        raise DataError(
+            f"{directory}: not a model folder (no meta.json); pass a run's model folder, e.g. runs/NAME/seg_synct/model"
+        )
+    if read_json(directory / "meta.json").get("component") == ENSEMBLE:
+        return SegmenterEnsemble.load(directory, device, precision, channels_last)
+    return TrainedSegmenter.load(directory, device, precision, channels_last)
 
 
 def largest_components(labels: np.ndarray) -> np.ndarray:
@@ -221,7 +323,7 @@ def build_segmenter(
 
 
 # -- whole files ------------------------------------------------------------------------------------------------
-def model_domain(segmenter: TrainedSegmenter) -> Any:
+def model_domain(segmenter: Segmenter) -> Any:
     """The `da_seg.data.Domain` a model was trained in (rebuilt from its meta.json)."""
     from da_seg.data import Domain
 
@@ -235,7 +337,7 @@ def model_domain(segmenter: TrainedSegmenter) -> Any:
 
 
 def predict_file(
-    model_dir: str | Path | TrainedSegmenter,
+    model_dir: str | Path | Segmenter,
     image_path: str | Path,
     out_path: str | Path,
     *,
@@ -252,7 +354,7 @@ def predict_file(
     """
     from da_seg.volume import read_volume, write_volume
 
-    segmenter = model_dir if isinstance(model_dir, TrainedSegmenter) else TrainedSegmenter.load(model_dir, device)
+    segmenter = model_dir if isinstance(model_dir, _Segments) else load_segmenter(model_dir, device)
     domain = model_domain(segmenter)
     volume = read_volume(image_path)
     case = domain.prepare(volume)
@@ -286,13 +388,16 @@ def predict(
     largest_component: bool | None = None,
     tta_flip: bool | None = None,
 ) -> list[Path]:
-    """`predict_file` for one image, or for every volume in a folder (masks ``<output>/<case>.nii.gz``)."""
+    """`predict_file` for one image, or for every volume in a folder (masks ``<output>/<case>.nii.gz``).
+
+    ``model_dir`` is a trained segmenter folder: one model or a cross-validation ensemble (`load_segmenter`).
+    """
     from da_seg.volume import volume_id
 
     inputs, output = Path(inputs), Path(output)
     if not inputs.exists():
         raise DataError(f"input not found: {inputs}")
-    segmenter = TrainedSegmenter.load(model_dir, device)
+    segmenter = load_segmenter(model_dir, device)
     options = {"threshold": threshold, "largest_component": largest_component, "tta_flip": tta_flip}
     if not is_volume_folder(inputs):
         return [predict_file(segmenter, inputs, output, **options)]

@@ -266,12 +266,24 @@ def train_segmenter(
 # -- cross-validation -------------------------------------------------------------------------------------------
 @dataclass
 class FoldResult:
-    """One fold of `cross_validate`: which cases it held out and the validation Dice of its kept checkpoint."""
+    """One fold of `cross_validate`, by case index into its ``cases``.
+
+    Attributes:
+        fold: the fold's number.
+        train_cases: the cases the network learnt from.
+        val_cases: the inner validation cases that chose its checkpoint (drawn from the fold's training subjects).
+        test_cases: the held-out fold it reports; they never influence training or the choice of checkpoint.
+        val_dice: the kept checkpoint's Dice on ``val_cases``.
+        test_dice: its Dice on ``test_cases`` (threshold 0.5, no post-processing, as the validation).
+        model_dir: the kept model.
+    """
 
     fold: int
     train_cases: list[int]
     val_cases: list[int]
+    test_cases: list[int]
     val_dice: float
+    test_dice: float
     model_dir: Path
 
 
@@ -292,30 +304,47 @@ def cross_validate(
     workdir: str | Path,
     **train_kwargs: Any,
 ) -> list[FoldResult]:
-    """k-fold cross-validation by case (the paper uses 6 folds); fold ``i`` trains in ``workdir/fold<i>``.
+    """k-fold cross-validation by case (the paper reports 6 folds); fold ``i`` trains in ``workdir/fold<i>``.
 
-    Each fold validates on its held-out cases, which also choose its best checkpoint (as in `train_segmenter`).
-    ``train_kwargs`` go to `train_segmenter` (device, precision, seed, classes, ...). A summary is written to
-    ``workdir/folds.json``.
+    Each fold holds out its test cases entirely: its checkpoint is chosen on an inner validation split
+    (``settings.val_fraction``) of its own training cases, and only then is it scored on the held-out fold, so the
+    reported Dice is not inflated by selection. ``train_kwargs`` go to `train_segmenter` (device, precision, seed,
+    classes, domain, ...). A summary is written to ``workdir/folds.json``.
     """
     from da_seg.training import write_json
 
+    settings = settings or SegmentationConfig()
     workdir = Path(workdir)
     seed = train_kwargs.get("seed", 0)
-    results = []
     groups = fold_indices(len(cases), folds, seed)
+    if min(len(cases) - len(g) for g in groups) < 2:
+        raise DataError(
+            f"{folds}-fold cross-validation of {len(cases)} cases leaves a fold fewer than 2 training cases (one to "
+            "learn from, one to choose its checkpoint); use fewer folds"
+        )
+    results = []
     for i, held_out in enumerate(groups):
-        train_idx = [j for j in range(len(cases)) if j not in held_out]
+        rest = [j for j in range(len(cases)) if j not in held_out]
+        inner_train, inner_val = split_cases(len(rest), settings.val_fraction, seed + i)
+        train_idx, val_idx = [rest[j] for j in inner_train], [rest[j] for j in inner_val]
         trained = train_segmenter(
             model_spec,
             [cases[j] for j in train_idx],
             settings,
             workdir=workdir / f"fold{i}",
-            val_cases=[cases[j] for j in held_out],
+            val_cases=[cases[j] for j in val_idx],
             **train_kwargs,
         )
         results.append(
-            FoldResult(i, train_idx, held_out, float(trained.info["best_val_dice"]), workdir / f"fold{i}" / "model")
+            FoldResult(
+                i,
+                train_idx,
+                val_idx,
+                held_out,
+                float(trained.info["best_val_dice"]),
+                validation_dice(trained, [cases[j] for j in held_out]),
+                workdir / f"fold{i}" / "model",
+            )
         )
     write_json(workdir / "folds.json", [r.__dict__ for r in results])
     return results
