@@ -9,8 +9,9 @@ batch, so a config names only what a user chooses::
 
 The composition is ``kornia.augmentation.AugmentationSequential(..., data_keys=["input", "mask"])``: geometric ops
 move the mask with the image (nearest resampling), intensity ops leave it alone, and everything runs on the batch's
-device. The paper (section 2.2) crops MR slices at a random side ratio between 1 and 0.5 and resizes them back, and
-crops CT by 50% around the centre to remove air and the table.
+device. The paper (sections 3 and 4) augments the CycleGAN's data with random crops of ratio 1 to 0.5 (read here as
+the side ratio; the crop is resized back), rotation and flipping, after cropping CT by 50% around the centre to
+remove air and the table; it names neither the rotation angle nor the flip axis.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ AugmentSpec = str | Mapping[str, Any]
 
 
 def random_ratio_crop(size: Size, min_ratio: float = 0.5, max_ratio: float = 1.0, p: float = 1.0) -> nn.Module:
-    """Crop a random region with the image's aspect ratio and resize it back to ``size`` (the paper's MR crop).
+    """Crop a random region with the image's aspect ratio and resize it back to ``size`` (the paper's random crop).
 
     The crop's area fraction is drawn uniformly from ``[min_ratio², max_ratio²]`` (kornia's ``scale``), so each
     side is ``sqrt(area fraction)`` of the image side, in ``[min_ratio, max_ratio]``; the position is uniform.
@@ -49,7 +50,11 @@ def rotation(degrees: float = 10.0, p: float = 0.5) -> nn.Module:
 
 
 def flip(horizontal: bool = True, vertical: bool = False, p: float = 0.5) -> list[nn.Module]:
-    """Left-right and/or up-down flips, each applied with probability ``p``."""
+    """Left-right and/or up-down flips, each applied with probability ``p``.
+
+    A left-right flip swaps left and right: leave it out for lateralised structures (left/right organs, heart
+    chambers), e.g. ``segmentation.augment`` without ``flip`` (docs/config.md).
+    """
     ops: list[nn.Module] = []
     if horizontal:
         ops.append(K.RandomHorizontalFlip(p=p))

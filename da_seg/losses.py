@@ -127,7 +127,7 @@ class CEDiceLoss(nn.Module):
 
 
 def mse() -> nn.Module:
-    """Mean squared error (the CycleGAN paper's cycle-loss baseline)."""
+    """Mean squared error (the paper's default cycle loss, section 3; its SSIM loss replaces it)."""
     return nn.MSELoss()
 
 

@@ -1,11 +1,11 @@
 """The ``cyclegan`` translator: unpaired MR -> synthetic CT (the paper's step 1, section 2.2; Zhu et al. 2017).
 
 Two generators (``g_ab``: source -> target, ``g_ba``: target -> source) and two PatchGAN discriminators are trained
-with the LSGAN loss of the paper's Eq. 1, a cycle-consistency loss (``mse``, the paper's baseline; ``l1``,
+with the LSGAN loss of the paper's Eq. 1, a cycle-consistency loss (``mse``, the paper's default; ``l1``,
 CycleGAN's default; ``ssim``, the paper's Eq. 2-3; or a weighted sum such as ``{mse = 1, ssim = 1}``) and an
 optional identity loss. Fakes shown to the discriminators come from a pool of the last ``pool_size`` generated
-images. Adam (lr 2e-4, betas 0.5/0.999); the learning rate is constant, then decays linearly to zero over the
-last ``decay_epochs`` epochs.
+images. Adam (lr 2e-4, the paper's; betas 0.5/0.999, CycleGAN's); the learning rate is constant, then decays
+linearly to zero over the last ``decay_epochs`` epochs (CycleGAN's schedule; the paper states none).
 
 Slices are sampled from volumes preloaded on the training device (`SliceBank`), augmented there with kornia
 (`build_augmentation`, per domain) and optionally cropped to ``image_size``. With ``context > 0`` both generators map
@@ -73,7 +73,7 @@ class CycleGAN:
 
     Args:
         generator: ``"resnet"`` (``blocks`` residual blocks) or ``"unet"`` (``unet_depth`` levels).
-        width: generator base width (ngf); 64 in the paper's CycleGAN, 16 keeps CPU runs short.
+        width: generator base width (ngf); 64 in the CycleGAN paper, 16 keeps CPU runs short.
         blocks: residual blocks (6 for 128x128, 9 for 256x256 in CycleGAN).
         unet_depth: stride-2 levels of the U-Net generator.
         disc_width, disc_layers: PatchGAN base width (ndf) and stride-2 layers (3 gives 70x70 patches).

@@ -1,1 +1,2 @@
-"""Reference da_seg plugin: prostate MR -> CT (Chen et al., the seed paper), with a pelvic phantom."""
+"""Reference da_seg plugin: prostate MR -> CT, the task of "Cross-modality knowledge transfer for prostate segmentation
+from CT scans", with a pelvic phantom."""
