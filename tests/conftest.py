@@ -40,13 +40,7 @@ baselines = {baselines}
 spacing = [6.0, 5.0, 5.0]
 size = [32, 32]
 
-[data.phantom]
-n_source = 4
-n_target = 3
-n_evaluation = 2
-n_target_labelled = 3
-paired = true
-cache = "{phantom}"
+{data}
 
 [translator]
 name = "cyclegan"
@@ -75,6 +69,26 @@ def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tiny_phantom")
 
 
+TINY_PHANTOM = {"n_source": 4, "n_target": 3, "n_evaluation": 2, "n_target_labelled": 3, "paired": True}
+
+
+def _phantom_table(folder: Path) -> str:
+    lines = [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY_PHANTOM.items()]
+    return "[data.phantom]\n" + "\n".join(lines) + f'\ncache = "{folder}"'
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom_data(tiny_phantom: Path) -> Path:
+    """The tiny phantom's folders (source/, target/, evaluation/, ...), written if no run has written them yet:
+    user-style data folders for tests that configure folders instead of the phantom."""
+    from da_seg.api import get_task
+    from da_seg.config import PhantomConfig, parse_config
+    from da_seg.pipeline.dataset import ensure_phantom
+
+    task = get_task(parse_config({"task": "prostate_mr2ct"}))
+    return ensure_phantom(task, PhantomConfig(**TINY_PHANTOM, cache=tiny_phantom), tiny_phantom)
+
+
 @pytest.fixture(scope="session")
 def tiny_config(tiny_phantom: Path):
     """``tiny_config(folder, name)`` writes a tiny end-to-end config (32x32 slices, 4-wide nets); returns the path."""
@@ -88,13 +102,17 @@ def tiny_config(tiny_phantom: Path):
         gan_epochs: int = 1,
         gan_iterations: int = 3,
         seg_epochs: int = 2,
+        data: dict[str, Path] | None = None,
     ) -> Path:
+        """``data``: data folders (``{"source": ..., "target": ...}``) instead of the phantom."""
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.toml"
         path.write_text(
             TINY_CONFIG.format(
                 out=folder / "runs",
-                phantom=tiny_phantom,
+                data=_phantom_table(tiny_phantom)
+                if data is None
+                else "\n".join(f'{key} = "{path}"' for key, path in data.items()),
                 seed=seed,
                 baselines=baselines,
                 gan_epochs=gan_epochs,

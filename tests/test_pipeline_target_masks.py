@@ -1,0 +1,121 @@
+"""The paper's situation: labelled MR, unlabelled CT, CT masks out (`daseg run` then `daseg predict`).
+
+Every run segments every target image it is given and writes the masks on each image's own grid; `daseg predict`
+with a model the run trained (single or k-fold ensemble) writes the very same mask; k-fold selects checkpoints on
+inner splits only; real files (an oblique DICOM MR series, a CT whose direction is not identity) go through.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from da_seg import load_config
+from da_seg.cli import app
+from da_seg.pipeline import run_pipeline
+from da_seg.volume import read_volume
+
+
+def _ct_folder(root: Path, files: list[Path]) -> Path:
+    """A user's folder ``root/images/`` holding links to ``files`` (the data is never copied)."""
+    (root / "images").mkdir(parents=True)
+    for f in files:
+        (root / "images" / f.name).symlink_to(f.resolve())
+    return root
+
+
+@pytest.fixture(scope="module")
+def unlabelled_run(tmp_path_factory: pytest.TempPathFactory, tiny_config, tiny_phantom_data: Path):
+    """Labelled MR and unlabelled CT only: no evaluation folder, no oracle."""
+    folder = tmp_path_factory.mktemp("unlabelled")
+    data = {"source": tiny_phantom_data / "source", "target": tiny_phantom_data / "target"}
+    config = load_config(tiny_config(folder, "nolabels", baselines='["no_adaptation"]', data=data))
+    return config, run_pipeline(config)
+
+
+def test_run_without_ct_labels_writes_a_mask_per_ct_and_method(unlabelled_run, tiny_phantom_data: Path) -> None:
+    _, result = unlabelled_run
+    cts = sorted((tiny_phantom_data / "target/images").glob("*.nii.gz"))
+    assert cts
+    for method in ("synct", "no_adaptation"):
+        written = sorted((result.run_dir / "predictions" / method).glob("*.nii.gz"))
+        assert [p.name for p in written] == [p.name for p in cts]
+        for ct, mask_path in zip(cts, written, strict=True):
+            mask = read_volume(mask_path)
+            assert mask.same_geometry(read_volume(ct), tol=0)
+            assert set(np.unique(mask.array).tolist()) <= {0, 1}
+    report = (result.run_dir / "report.md").read_text()
+    assert "CT masks" in report and "No CT labels were given" in report
+    assert "fig_examples.png" in report and "fig_dice_boxplot" not in report  # nothing on CT to box-plot
+    assert not [r for r in result.metrics if r["test"] == "CT"]
+
+
+def test_daseg_predict_with_the_runs_model_writes_the_runs_mask(
+    unlabelled_run, tiny_phantom_data: Path, tmp_path: Path
+) -> None:
+    """The model folder the run trained is enough: it carries its domain, precision and post-processing."""
+    _, result = unlabelled_run
+    ct = sorted((tiny_phantom_data / "target/images").glob("*.nii.gz"))[0]
+    out = tmp_path / "mask.nii.gz"
+    model = result.run_dir / "seg_synct/model"
+    cli = CliRunner().invoke(app, ["predict", "--model", str(model), str(ct), "-o", str(out)])
+    assert cli.exit_code == 0, cli.output
+    ours = read_volume(out)
+    runs = read_volume(result.run_dir / "predictions/synct" / ct.name)
+    assert ours.same_geometry(runs, tol=0) and np.array_equal(ours.array, runs.array)
+
+
+def test_k_fold_from_the_pipeline_selects_on_inner_splits_and_predicts_with_the_ensemble(
+    tmp_path: Path, tiny_config, tiny_phantom_data: Path
+) -> None:
+    overrides = {"segmentation.folds": 2, "segmentation.epochs": 1}
+    config = load_config(tiny_config(tmp_path, "folds", baselines="[]"), overrides)
+    result = run_pipeline(config)
+    meta = json.loads((result.run_dir / "seg_synct/model/meta.json").read_text())
+    assert meta["component"] == "segmenter_ensemble" and len(meta["members"]) == 2
+    subjects = set()
+    for fold in meta["folds"]:
+        # a fold's checkpoint is chosen on its validation subjects, which are training subjects of that fold only
+        assert fold["validation"] and set(fold["validation"]).isdisjoint(fold["test"])
+        assert set(fold["train"]).isdisjoint(fold["test"]) and set(fold["train"]).isdisjoint(fold["validation"])
+        subjects |= set(fold["test"])
+    assert len(subjects) == 4  # every labelled source subject is tested out of fold exactly once
+    synct_rows = [r for r in result.metrics if r["test"] == "SynCT"]
+    assert sorted(r["case"] for r in synct_rows) == sorted(subjects) and {r["fold"] for r in synct_rows} == {0, 1}
+    report = (result.run_dir / "report.md").read_text()
+    assert "The paper's test" in report and "Mann-Whitney U" in report and "p = " in report
+    # daseg predict takes the ensemble folder and writes the run's mask
+    ct = sorted((tiny_phantom_data / "evaluation/images").glob("*.nii.gz"))[0]
+    out = tmp_path / "ensemble_mask.nii.gz"
+    model = result.run_dir / "seg_synct/model"
+    cli = CliRunner().invoke(app, ["predict", "--model", str(model), str(ct), "-o", str(out)])
+    assert cli.exit_code == 0, cli.output
+    assert np.array_equal(read_volume(out).array, read_volume(result.run_dir / "predictions/synct" / ct.name).array)
+
+
+def test_real_files_through_the_pipeline(tmp_path: Path, tiny_config, tiny_phantom_data: Path, real_data: Path) -> None:
+    """Real CT (direction diag(-1, -1, 1)) as target and as an image to predict; real oblique T2 DICOM series as
+    unlabelled source. The labelled source is the tiny phantom's MR (a smoke-test stand-in: no real MR masks here)."""
+    ct = real_data / "pelvis_ct/totalsegmentator_example_ct.nii.gz"
+    target = _ct_folder(tmp_path / "ct", [ct])
+    predict = _ct_folder(tmp_path / "ct_more", [ct])
+    mr = tmp_path / "mr_unlabelled"
+    (mr / "images").mkdir(parents=True)
+    for series in sorted((real_data / "prostatex_t2_dicom").iterdir()):
+        (mr / "images" / series.name).symlink_to(series.resolve(), target_is_directory=True)
+    data = {"source": tiny_phantom_data / "source", "source_unlabelled": mr, "target": target, "predict": predict}
+    config = load_config(tiny_config(tmp_path, "real", baselines="[]", seg_epochs=1, data=data))
+    result = run_pipeline(config)
+    mask = read_volume(result.run_dir / "predictions/synct/totalsegmentator_example_ct.nii.gz")
+    image = read_volume(ct)
+    assert mask.shape == image.shape
+    assert np.allclose(mask.spacing, image.spacing) and np.allclose(mask.origin, image.origin)
+    assert np.allclose(mask.direction, image.direction) and not np.allclose(image.direction, np.eye(3).ravel())
+    index = json.loads((result.run_dir / "predictions/index.json").read_text())
+    assert [r["case"] for r in index] == ["totalsegmentator_example_ct"]  # target and predict: one image, one mask
+    cache = {p.name.rsplit("-", 1)[0] for p in (result.run_dir / "cache").iterdir()}
+    assert {"ProstateX-0000_t2_tra", "ProstateX-0218_t2_tra"} <= cache  # the real MR was prepared for the CycleGAN
