@@ -314,7 +314,8 @@ def check_mask(mask: Volume, image: Volume, case: Case) -> np.ndarray:
 
 
 # -- cache ------------------------------------------------------------------------------------------------------
-def _stamp(path: Path | None) -> Any:
+def file_stamp(path: Path | None) -> Any:
+    """A file's (or a DICOM folder's files') identity: resolved path, and each file's name, mtime and size."""
     if path is None:
         return None
     files = sorted(path.iterdir()) if path.is_dir() else [path]
@@ -323,7 +324,12 @@ def _stamp(path: Path | None) -> Any:
 
 def cache_key(case: Case, domain: Domain) -> str:
     """Changes when a file (path, mtime, size), the domain settings or the cache format change."""
-    payload = {"v": CACHE_VERSION, "image": _stamp(case.image), "label": _stamp(case.label), "binary": case.binary}
+    payload = {
+        "v": CACHE_VERSION,
+        "image": file_stamp(case.image),
+        "label": file_stamp(case.label),
+        "binary": case.binary,
+    }
     text = json.dumps({**payload, "domain": domain.settings}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 

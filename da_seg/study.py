@@ -19,6 +19,7 @@ from da_seg.api import validate
 from da_seg.config import Config, load_config
 from da_seg.errors import ConfigError
 from da_seg.pipeline import Stages, evaluate_methods, fingerprint, open_run_dir, prepare_upstream, train_methods
+from da_seg.pipeline.run import EVALUATION_STAGE_VERSION
 from da_seg.stats import mann_whitney, wilcoxon_paired, write_csv
 from da_seg.training import write_json
 
@@ -179,7 +180,7 @@ def run_study(path: str | Path, *, resume: bool = False, force: bool = False) ->
         stages_i = Stages(run_dir, resume=True, keyed=True)
         up = prepare_upstream(config, stages_i)
         methods = train_methods(up, baselines=False, tag=f"@v{i}")
-        key = fingerprint(up.synct_key, config.segmentation.model_dump(mode="json"), config.runtime.precision)
+        key = fingerprint([m.key for m in methods], up.dataset.stamp("evaluation"), EVALUATION_STAGE_VERSION)
         out = stages.run(
             "evaluation",
             key,

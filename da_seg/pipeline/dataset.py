@@ -9,6 +9,7 @@ import numpy as np
 
 from da_seg.config import Config, PhantomConfig
 from da_seg.data import Case, Domain, PreparedCase, find_cases, load_prepared
+from da_seg.data import file_stamp as _stamp
 from da_seg.errors import ConfigError, DataError
 from da_seg.pipeline.stages import fingerprint
 from da_seg.registry import INTENSITIES
@@ -98,6 +99,15 @@ class Dataset:
     source_unlabelled: list[PreparedCase] = field(default_factory=list)
     predict: list[PreparedCase] = field(default_factory=list)
     ct_files: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, list[Case]] = field(default_factory=dict)
+
+    def stamp(self, *roles: str) -> str:
+        """A fingerprint of the files behind ``roles`` (``source``, ``target``, ``evaluation``, ...): each image's
+        and label's path, size and modification time, so a stage that read them re-runs when one changes, appears
+        or goes."""
+        return fingerprint(
+            {role: [[_stamp(c.image), _stamp(c.label)] for c in self.files.get(role, [])] for role in roles}
+        )
 
     def cases_to_segment(self) -> list[PreparedCase]:
         """Every target-domain image the run segments, once each (an image in two folders counts once)."""
@@ -146,10 +156,12 @@ def _ct_files(groups: list[tuple[str, list[Case]]]) -> dict[str, Path]:
 def prepare_dataset(config: Config, task: Task, folders: DataFolders, cache: Path) -> Dataset:
     source_domain, target_domain = domains(config, task)
     binary = task.classes == 1
-    source = load_prepared(find_cases(folders.source, labelled=True, binary=binary), source_domain, cache)
-    unlabelled = []
+    source_cases = find_cases(folders.source, labelled=True, binary=binary)
+    source = load_prepared(source_cases, source_domain, cache)
+    unlabelled, unlabelled_cases = [], []
     if folders.source_unlabelled is not None:
-        unlabelled = load_prepared(find_cases(folders.source_unlabelled, labelled=False), source_domain, cache)
+        unlabelled_cases = find_cases(folders.source_unlabelled, labelled=False)
+        unlabelled = load_prepared(unlabelled_cases, source_domain, cache)
     target_cases = find_cases(folders.target, labelled=False)
     target = load_prepared(target_cases, target_domain, cache)
     evaluation, labels, eval_cases = [], {}, []
@@ -160,14 +172,14 @@ def prepare_dataset(config: Config, task: Task, folders: DataFolders, cache: Pat
     predict_cases = find_cases(folders.predict, labelled=False) if folders.predict is not None else []
     predict = load_prepared(predict_cases, target_domain, cache)
     ct_files = _ct_files([("target", target_cases), ("evaluation", eval_cases), ("predict", predict_cases)])
-    labelled = []
+    labelled, labelled_cases = [], []
     if folders.target_labelled is not None and "oracle" in config.baselines:
-        labelled = load_prepared(
-            find_cases(folders.target_labelled, labelled=True, binary=binary), target_domain, cache
-        )
-    paired = {}
+        labelled_cases = find_cases(folders.target_labelled, labelled=True, binary=binary)
+        labelled = load_prepared(labelled_cases, target_domain, cache)
+    paired, paired_cases = {}, []
     if folders.paired_target is not None:
-        paired = {c.id: c.image for c in find_cases(folders.paired_target, labelled=False)}
+        paired_cases = find_cases(folders.paired_target, labelled=False)
+        paired = {c.id: c.image for c in paired_cases}
     train, test = split_test(source, 0.25, config.seed)
     return Dataset(
         source_domain,
@@ -182,4 +194,13 @@ def prepare_dataset(config: Config, task: Task, folders: DataFolders, cache: Pat
         unlabelled,
         predict,
         ct_files,
+        {
+            "source": source_cases,
+            "source_unlabelled": unlabelled_cases,
+            "target": target_cases,
+            "evaluation": eval_cases,
+            "predict": predict_cases,
+            "target_labelled": labelled_cases,
+            "paired_target": paired_cases,
+        },
     )

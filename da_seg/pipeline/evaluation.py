@@ -11,6 +11,7 @@ import numpy as np
 
 from da_seg.data import PreparedCase
 from da_seg.metrics.segmentation import evaluate_case
+from da_seg.pipeline.stages import fingerprint
 from da_seg.registry import METRICS
 from da_seg.stats import write_csv
 from da_seg.task import Task
@@ -166,7 +167,7 @@ def synct_fidelity(up: Upstream) -> list[dict[str, Any]]:
             rows.append(row)
         write_json(folder / "fidelity.json", rows)
 
-    folder = up.stages.run("fidelity", up.synct_key, work)
+    folder = up.stages.run("fidelity", fingerprint(up.synct_key, dataset.stamp("paired_target")), work)
     return read_json(folder / "fidelity.json")
 
 

@@ -59,10 +59,12 @@ from da_seg.translators import load_translator, save_domains
 from da_seg.volume import write_volume
 
 SYNCT = "synct"
+# A stage's code version is part of its fingerprint: bump it when what the stage computes or writes changes, so
+# ``--resume`` redoes the stage instead of reusing a result of the old code.
+TRANSLATOR_STAGE_VERSION = 1
+SEGMENTER_STAGE_VERSION = 2  # 2: models carry their data domain and precision
 PREDICTIONS_STAGE_VERSION = 1
-SEGMENTER_STAGE_VERSION = 2
-"""Bumped when what a segmenter stage writes changes (2: models carry their data domain and precision), so
-``--resume`` retrains instead of reusing a model of the old kind."""
+EVALUATION_STAGE_VERSION = 2  # 2: scored from the written masks, in-domain rows per fold
 
 
 @dataclass
@@ -132,9 +134,13 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
         folders = resolve_data(config, task)
         dataset = prepare_dataset(config, task, folders, cache)
     stages.timings["data"] = time.perf_counter() - start
-    data_key = fingerprint(config.data.model_dump(mode="json"), config.task, config.seed)
-
-    translator_key = fingerprint(data_key, config.translator, config.runtime.precision)
+    # every key covers the settings and the files (path, size, mtime) a stage reads, and the stage's code version
+    data_key = fingerprint(
+        config.data.model_dump(mode="json"), config.task, config.seed, dataset.stamp("source", "source_unlabelled")
+    )
+    translator_key = fingerprint(
+        data_key, dataset.stamp("target"), config.translator, config.runtime.precision, TRANSLATOR_STAGE_VERSION
+    )
     translator_dir = stages.run(
         "translator", translator_key, lambda d: _fit_translator(config, dataset, d, device), collective=True
     )
@@ -176,7 +182,7 @@ def select_translator(
         )
         write_json(folder / "selection.json", {"selected": str(best), "ranking": ranking})
 
-    key = fingerprint(str(translator_dir), config.selection.translator)
+    key = fingerprint(read_json(translator_dir / "done.json")["fingerprint"], config.selection.translator)
     folder = stages.run("translator_selection", key, work)
     return Path(read_json(folder / "selection.json")["selected"])
 
@@ -225,7 +231,8 @@ def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True
         source = task.source_modality
         plan.append(("no_adaptation", source, dataset.source_train, dataset.source_test, source, up.data_key))
     if baselines and "oracle" in config.baselines and dataset.target_labelled:
-        plan.append(("oracle", task.target_modality, dataset.target_labelled, [], None, up.data_key))
+        oracle_key = fingerprint(up.data_key, dataset.stamp("target_labelled"))
+        plan.append(("oracle", task.target_modality, dataset.target_labelled, [], None, oracle_key))
     methods = []
     for name, train_on, train, test, test_on, upstream_key in plan:
         key = fingerprint(upstream_key, seg_key, config.runtime.precision, SEGMENTER_STAGE_VERSION)
@@ -243,9 +250,10 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
     up = prepare_upstream(config, stages)
     methods = train_methods(up)
     segmented = up.dataset.cases_to_segment()
-    predictions_key = fingerprint([m.key for m in methods], up.data_key, PREDICTIONS_STAGE_VERSION)
+    targets = up.dataset.stamp("target", "evaluation", "predict")
+    predictions_key = fingerprint([m.key for m in methods], targets, PREDICTIONS_STAGE_VERSION)
     predictions = stages.run("predictions", predictions_key, lambda d: predict_targets(up, methods, d, segmented))
-    eval_key = fingerprint(predictions_key, config.baselines)
+    eval_key = fingerprint(predictions_key, up.dataset.stamp("evaluation"), EVALUATION_STAGE_VERSION)
     evaluation_dir = stages.run(
         "evaluation", eval_key, lambda d: write_metrics(d, evaluate_methods(up, methods, d, predictions))
     )

@@ -45,9 +45,7 @@ class Stages:
             self.timings[name] = read_json(marker).get("seconds", 0.0)
             return folder
         if main:
-            if marker.exists():
-                marker.unlink()
-            folder.mkdir(parents=True, exist_ok=True)
+            self._prepare(name, folder, key)
         barrier()
         start = time.perf_counter()
         try:
@@ -61,6 +59,36 @@ class Stages:
             write_json(marker, {"fingerprint": key, "seconds": seconds})
         barrier()
         return folder
+
+    def _prepare(self, name: str, folder: Path, key: str) -> None:
+        """Make ``folder`` ready for a stage with fingerprint ``key``: keep a partial run of the same key (its
+        checkpoints resume mid-training), clear anything else the run left there, so no checkpoint of other
+        settings or inputs is ever continued; say in one line what happens on resume."""
+        marker, started = folder / "done.json", folder / "started.json"
+        same = started.is_file() and _fingerprint_in(started) == key
+        if self.resume and marker.is_file():
+            _say(f"stage '{name}': its settings, inputs or code changed since it ran; running it again")
+        elif self.resume and same:
+            _say(f"stage '{name}': continuing the interrupted stage from its last checkpoint")
+        if folder.exists() and not same:
+            shutil.rmtree(folder)  # a stage folder inside the run directory: da_seg wrote everything in it
+        elif marker.exists():
+            marker.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(started, {"fingerprint": key})
+
+
+def _fingerprint_in(path: Path) -> str | None:
+    try:
+        return read_json(path).get("fingerprint")
+    except DasegError:
+        return None
+
+
+def _say(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[cyan]resume[/cyan]: {message}", highlight=False, soft_wrap=True)
 
 
 def _versions() -> dict[str, str]:

@@ -1,0 +1,78 @@
+"""`--resume` after an edit is correct or refuses: a changed config value or input file re-runs every stage that
+read it (and what follows), and the result equals a fresh run of the new config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from da_seg import load_config
+from da_seg.pipeline import run_pipeline
+from da_seg.volume import read_volume, write_volume
+
+QUICK = {"gan_epochs": 1, "gan_iterations": 2, "seg_epochs": 1, "baselines": '["no_adaptation"]'}
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    rows = json.loads((run_dir / "evaluation/metrics.json").read_text())
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def _resume_equals_fresh(tmp_path: Path, tiny_config, name: str, overrides: dict, **kw) -> tuple[Path, Path]:
+    """Resume the run ``name`` with ``overrides``; a fresh run elsewhere with the same config must agree."""
+    resumed = run_pipeline(load_config(tiny_config(tmp_path, name, **{**QUICK, **kw}), overrides), resume=True)
+    fresh = run_pipeline(
+        load_config(tiny_config(tmp_path / f"fresh-{len(overrides)}", name, **{**QUICK, **kw}), overrides)
+    )
+    assert _metrics(resumed.run_dir) == _metrics(fresh.run_dir)
+    return resumed.run_dir, fresh.run_dir
+
+
+def test_resume_after_changing_seed_or_loss_retrains(tmp_path: Path, tiny_config, capfd) -> None:
+    first = run_pipeline(load_config(tiny_config(tmp_path, "edited", **QUICK)))
+    before = _metrics(first.run_dir)
+    run_dir, _ = _resume_equals_fresh(tmp_path, tiny_config, "edited", {"seed": 7})
+    assert _metrics(run_dir) != before  # the seed reached every stage (it once kept the old weights)
+    assert "stage 'seg_synct': its settings, inputs or code changed" in capfd.readouterr().err
+    run_dir, _ = _resume_equals_fresh(tmp_path, tiny_config, "edited", {"seed": 7, "segmentation.loss": "dice"})
+    err = capfd.readouterr().err
+    assert "stage 'seg_synct'" in err and "stage 'translator'" not in err  # the translator did not read the loss
+
+
+@pytest.fixture
+def user_data(tmp_path: Path, tiny_phantom_data: Path) -> dict[str, Path]:
+    """A user's own copy of the tiny phantom's folders, free to edit."""
+    out = {}
+    for role in ("source", "target", "evaluation"):
+        out[role] = Path(shutil.copytree(tiny_phantom_data / role, tmp_path / "data" / role))
+    return out
+
+
+def test_resume_after_removing_a_subject_or_replacing_a_label(tmp_path: Path, tiny_config, user_data) -> None:
+    first = run_pipeline(load_config(tiny_config(tmp_path, "files", data=user_data, **QUICK)))
+    trained = {p: p.stat().st_mtime_ns for p in first.run_dir.glob("seg_*/model/*.safetensors")}
+    # a labelled source subject removed (images and labels)
+    victim = sorted((user_data["source"] / "images").iterdir())[-1]
+    victim.unlink()
+    (user_data["source"] / "labels" / victim.name).unlink()
+    resumed = run_pipeline(load_config(tiny_config(tmp_path, "files", data=user_data, **QUICK)), resume=True)
+    fresh = run_pipeline(load_config(tiny_config(tmp_path / "fresh1", "files", data=user_data, **QUICK)))
+    assert _metrics(resumed.run_dir) == _metrics(fresh.run_dir)
+    assert not (resumed.run_dir / "synct" / victim.name).exists()  # the SynCT of the removed subject is gone
+    retrained = {p: p.stat().st_mtime_ns for p in resumed.run_dir.glob("seg_*/model/*.safetensors")}
+    assert retrained.keys() == trained.keys() and all(retrained[p] != trained[p] for p in trained)
+    # an evaluation label replaced: the metrics change, the trained models are reused
+    label = sorted((user_data["evaluation"] / "labels").iterdir())[0]
+    mask = read_volume(label)
+    write_volume(mask.with_array(np.zeros_like(mask.array)), label, mask=True)
+    weights = {p: p.stat().st_mtime_ns for p in resumed.run_dir.glob("seg_*/model/*.safetensors")}
+    again = run_pipeline(load_config(tiny_config(tmp_path, "files", data=user_data, **QUICK)), resume=True)
+    fresh = run_pipeline(load_config(tiny_config(tmp_path / "fresh2", "files", data=user_data, **QUICK)))
+    assert _metrics(again.run_dir) == _metrics(fresh.run_dir)
+    scored = [r for r in _metrics(again.run_dir) if r["test"] == "CT" and r["case"] == label.name.split(".")[0]]
+    assert scored and all(r["dice"] in (0.0, 1.0) for r in scored)  # scored against the new, empty label
+    assert {p: p.stat().st_mtime_ns for p in again.run_dir.glob("seg_*/model/*.safetensors")} == weights
