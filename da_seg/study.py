@@ -66,6 +66,12 @@ class BenchResult:
     rows: list[dict[str, Any]]
 
 
+def _parameters(model: Any) -> int:
+    """Trainable size of one model (an ensemble counts one member: each fold has the same network)."""
+    single = model.members[0] if hasattr(model, "members") else model
+    return sum(p.numel() for p in single.model.parameters())
+
+
 def run_bench(config: Config, segmenters: list[str], *, resume: bool = False, force: bool = False) -> BenchResult:
     """Train each segmenter on the same SynCT and test it on the same real target images."""
     if not segmenters:
@@ -91,7 +97,7 @@ def run_bench(config: Config, segmenters: list[str], *, resume: bool = False, fo
                 "segmenter": text,
                 "dice": _mean_sd([r["dice"] for r in method_rows]),
                 "hd95": _mean_sd([r["hd95"] for r in method_rows]),
-                "parameters": sum(p.numel() for p in method.model.model.parameters()),
+                "parameters": _parameters(method.model),
                 "train_s": round(train_seconds, 1),
                 "infer_s_per_volume": round(float(np.mean([r["seconds"] for r in method_rows])), 3),
                 "p_vs_first": None

@@ -88,6 +88,7 @@ def test_k_fold_from_the_pipeline_selects_on_inner_splits_and_predicts_with_the_
     assert sorted(r["case"] for r in synct_rows) == sorted(subjects) and {r["fold"] for r in synct_rows} == {0, 1}
     report = (result.run_dir / "report.md").read_text()
     assert "The paper's test" in report and "Mann-Whitney U" in report and "p = " in report
+    assert "Cross-validation folds" in report
     # daseg predict takes the ensemble folder and writes the run's mask
     ct = sorted((tiny_phantom_data / "evaluation/images").glob("*.nii.gz"))[0]
     out = tmp_path / "ensemble_mask.nii.gz"

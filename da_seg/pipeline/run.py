@@ -26,6 +26,7 @@ from da_seg.data import PreparedCase
 from da_seg.pipeline.dataset import Dataset, prepare_dataset, resolve_data
 from da_seg.pipeline.evaluation import (
     evaluate_methods,
+    folds_section,
     paper_test_section,
     predict_targets,
     report_examples,
@@ -275,7 +276,10 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
         timings=stages.timings,
         examples=report_examples(up.dataset, up.synct_test, methods),
         predictions=_predictions_summary(run_dir, predictions, up.dataset),
-        extra_sections=statistics_sections(rows, up.task, evaluation_dir) + paper_test_section(rows, up.task) + audit,
+        extra_sections=statistics_sections(rows, up.task, evaluation_dir)
+        + paper_test_section(rows, up.task)
+        + folds_section(methods)
+        + audit,
     )
     write_json(run_dir / "timings.json", stages.timings)
     barrier()
