@@ -168,7 +168,8 @@ def examples_figure(examples: dict[str, Any], task: Task, path: Path) -> Path | 
             _contour(axes[2], pred, PALETTE.get(name, "y"), name)
         what = "reference and predictions" if mask is not None else "predictions (no reference mask)"
         axes[2].set_title(f"{task.target_modality} {examples.get('target_case', '')}: {what}", fontsize=9)
-        axes[2].legend(loc="lower right", fontsize=7, framealpha=0.6)
+        if axes[2].get_legend_handles_labels()[0]:  # nothing to name when no contour was drawn
+            axes[2].legend(loc="lower right", fontsize=7, framealpha=0.6)
     return _png(fig, path)
 
 
