@@ -519,7 +519,7 @@ def test_predict_refuses_weights_of_another_shape(tmp_path: Path, ct_file: Path,
 def test_predict_without_a_model(tmp_path: Path, ct_file: Path) -> None:
     fails(
         invoke("predict", ct_file, "--model", tmp_path / "nothing", "-o", tmp_path / "mask.nii.gz"),
-        f"missing file: {tmp_path / 'nothing/meta.json'}",
+        f"{tmp_path / 'nothing'}: not a model folder (no meta.json); pass a run's model folder",
     )
 
 
