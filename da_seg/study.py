@@ -19,7 +19,7 @@ from da_seg.api import validate
 from da_seg.config import Config, load_config
 from da_seg.errors import ConfigError
 from da_seg.pipeline import Stages, evaluate_methods, fingerprint, open_run_dir, prepare_upstream, train_methods
-from da_seg.pipeline.run import EVALUATION_STAGE_VERSION
+from da_seg.pipeline.upstream import EVALUATION_STAGE_VERSION
 from da_seg.stats import mann_whitney, wilcoxon_paired, write_csv
 from da_seg.training import write_json
 

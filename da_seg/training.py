@@ -177,6 +177,16 @@ def load_state(directory: str | Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def package_version(distribution: str) -> str | None:
+    """The installed version of a distribution (``"da_seg"``, ``"torch"``, a plugin's package), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
 # -- progress and logs ----------------------------------------------------------------------------------------
 PLAIN_PROGRESS_EVERY = 10.0
 """Seconds between two plain progress lines of one loop (batch-job logs stay short: ~6 lines a minute at most)."""

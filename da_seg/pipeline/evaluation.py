@@ -18,9 +18,9 @@ from da_seg.task import Task
 from da_seg.training import read_json, write_json
 from da_seg.volume import read_volume, resample_to, write_volume
 
-if TYPE_CHECKING:  # run.py imports this module
+if TYPE_CHECKING:
     from da_seg.pipeline.dataset import Dataset
-    from da_seg.pipeline.run import Method, Upstream
+    from da_seg.pipeline.upstream import Method, Upstream
 
 
 def statistics_sections(rows: list[dict[str, Any]], task: Task, folder: Path) -> list[tuple[str, str, str]]:

@@ -50,6 +50,7 @@ from da_seg.training import (
     is_main,
     load_checkpoint,
     load_state,
+    package_version,
     prepare_module,
     progress_bar,
     read_json,
@@ -325,14 +326,12 @@ class CycleGAN:
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
-        import da_seg
-
         return {
             "component": self.name,
             "config": self.config,
             "epoch": self.epoch,
             "precision": self.precision,
-            "versions": {"da_seg": getattr(da_seg, "__version__", "?"), "torch": torch.__version__},
+            "versions": {"da_seg": package_version("da_seg") or "?", "torch": torch.__version__},
         }
 
     def _checkpoint(self, workdir: Path, state: FitState, samples: Tensor) -> None:
