@@ -60,7 +60,7 @@ from da_seg.training import (
     shard,
     to_layout,
 )
-from da_seg.translators import META, check_volume
+from da_seg.translators.base import META, check_volume
 from da_seg.translators.cyclegan_state import FitState, ImagePool, check_resumable, read_back
 from da_seg.translators.networks import PatchDiscriminator, build_generator, init_weights
 
