@@ -68,9 +68,6 @@ class SliceBank:
             None if masks is None else torch.as_tensor(np.concatenate(masks).astype(np.uint8), device=self.device)
         )
         self.neighbours = torch.as_tensor(neighbours, device=self.device)
-        self.case_of = torch.as_tensor(
-            np.concatenate([np.full(im.shape[0], i) for i, im in enumerate(images)]), device=self.device
-        )
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -81,7 +78,3 @@ class SliceBank:
         images = self.images[self.neighbours[index]]
         masks = None if self.masks is None else self.masks[index].unsqueeze(1)
         return images, masks
-
-    def slices_of(self, case: int) -> Tensor:
-        """Slice indices belonging to volume ``case``."""
-        return torch.nonzero(self.case_of == case).flatten()

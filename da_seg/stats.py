@@ -5,8 +5,8 @@ A study compares few methods on few cases (often 5-30 CT volumes), so everything
 - `bootstrap_ci`: percentile bootstrap of the mean (seeded: the same inputs give the same interval);
 - `wilcoxon_paired` (two methods, the same cases) with the matched-pairs rank-biserial correlation;
 - `mann_whitney` (two methods, different cases) with the rank-biserial correlation;
-- `friedman` (three or more methods, the same cases) with Kendall's W, followed by `posthoc_wilcoxon_holm`:
-  pairwise Wilcoxon tests, Holm-adjusted. We chose it over Nemenyi because it needs no table of studentized-range
+- `friedman` (three or more methods, the same cases) with Kendall's W, followed (in `compare_methods`) by pairwise
+  Wilcoxon tests, Holm-adjusted. We chose that over Nemenyi because it needs no table of studentized-range
   quantiles, keeps working with two cases per method, and its per-pair effect sizes read like the two-method case;
 - `holm`: Holm's step-down adjustment (Holm 1979), as ``statsmodels.stats.multitest.multipletests(method="holm")``;
 - `compare_methods`: all of the above for pipeline metric rows, as plain rows for the report and CSV.
@@ -52,11 +52,9 @@ def _values(values: Iterable[float]) -> np.ndarray:
 def bootstrap_ci(
     values: Sequence[float], *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float, float]:
-    """The mean and its percentile-bootstrap confidence interval ``(mean, low, high)``.
-
-    Resamples are drawn as ``numpy.random.default_rng(seed).integers(0, n, (n_resamples, n))``, the scheme of
-    ``scipy.stats.bootstrap(..., method="percentile")``, so both give the same interval for the same seed. One value
-    gives a zero-width interval; no values give NaNs.
+    """The mean and its percentile-bootstrap confidence interval ``(mean, low, high)``, by
+    ``scipy.stats.bootstrap(method="percentile")`` seeded with ``seed`` (the same inputs give the same interval).
+    One value gives a zero-width interval; no values give NaNs.
     """
     array = _values(values)
     if not 0 < confidence < 1:
@@ -66,11 +64,15 @@ def bootstrap_ci(
     mean = float(array.mean())
     if array.size == 1:
         return (mean, mean, mean)
-    index = np.random.default_rng(seed).integers(0, array.size, (n_resamples, array.size))
-    means = array[index].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
-    return (mean, float(low), float(high))
+    result = stats.bootstrap(
+        (array,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return (mean, float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -164,32 +166,6 @@ def friedman(table: Mapping[str, Sequence[float]]) -> TestResult:
     result = stats.friedmanchisquare(*values.T)
     chi2 = float(result.statistic)
     return TestResult(chi2, float(result.pvalue), chi2 / (n * (k - 1)), n)
-
-
-def posthoc_wilcoxon_holm(table: Mapping[str, Sequence[float]]) -> list[dict[str, Any]]:
-    """Every pair of methods by `wilcoxon_paired`, p-values Holm-adjusted over all pairs.
-
-    Returns:
-        One row per pair, in the order of ``table``: ``{"a", "b", "n", "statistic", "p_raw", "p_holm", "effect"}``
-        (``effect``: rank-biserial of ``a - b``).
-    """
-    names, values = _table(table)
-    rows = []
-    for i, j in itertools.combinations(range(len(names)), 2):
-        result = wilcoxon_paired(values[:, i], values[:, j])
-        rows.append(
-            {
-                "a": names[i],
-                "b": names[j],
-                "n": result.n,
-                "statistic": result.statistic,
-                "p_raw": result.p_value,
-                "effect": result.effect_size,
-            }
-        )
-    for row, adjusted in zip(rows, holm([r["p_raw"] for r in rows]), strict=True):
-        row["p_holm"] = adjusted
-    return [{k: r[k] for k in ("a", "b", "n", "statistic", "p_raw", "p_holm", "effect")} for r in rows]
 
 
 # -- pipeline metric rows ---------------------------------------------------------------------------------------
@@ -399,7 +375,6 @@ __all__ = [
     "friedman",
     "holm",
     "mann_whitney",
-    "posthoc_wilcoxon_holm",
     "rank_biserial_paired",
     "spearman",
     "to_html",

@@ -16,7 +16,6 @@ from da_seg.stats import (
     friedman,
     holm,
     mann_whitney,
-    posthoc_wilcoxon_holm,
     spearman,
     to_html,
     to_markdown,
@@ -99,18 +98,6 @@ def test_friedman_matches_scipy_and_kendalls_w() -> None:
     assert friedman({"a": [1, 2], "b": [1, 2], "c": [1, 2]}).p_value == 1.0
     with pytest.raises(ValueError, match="at least 3 methods"):
         friedman({"a": [1, 2], "b": [2, 3]})
-
-
-def test_posthoc_wilcoxon_holm_adjusts_every_pair() -> None:
-    rng = np.random.default_rng(0)
-    base = rng.uniform(0.6, 0.8, 10)
-    table = {"a": base, "b": base + 0.05 + rng.normal(0, 0.01, 10), "c": base + rng.normal(0, 0.02, 10)}
-    rows = posthoc_wilcoxon_holm(table)
-    assert [(r["a"], r["b"]) for r in rows] == [("a", "b"), ("a", "c"), ("b", "c")]
-    for row in rows:
-        assert row["p_raw"] == pytest.approx(stats.wilcoxon(table[row["a"]], table[row["b"]]).pvalue)
-    assert [r["p_holm"] for r in rows] == pytest.approx(holm([r["p_raw"] for r in rows]))
-    assert rows[0]["effect"] == -1.0  # b exceeds a in every case
 
 
 def _rows() -> list[dict]:
