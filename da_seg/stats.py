@@ -16,18 +16,18 @@ p-values are two-sided. Effect sizes lie in [-1, 1]; positive means the first ar
 
 from __future__ import annotations
 
-import csv
 import html
 import itertools
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from da_seg.tables import fmt, to_html, to_markdown
 
 
 @dataclass(frozen=True)
@@ -279,53 +279,6 @@ def compare_methods(
     }
 
 
-# -- rendering --------------------------------------------------------------------------------------------------
-def _fmt(value: Any, digits: int = 3) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "—"
-        if value != 0 and abs(value) < 10 ** (-digits):
-            return f"{value:.1e}"
-        return f"{value:.{digits}f}"
-    return "" if value is None else str(value)
-
-
-def _columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None) -> list[str]:
-    return list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
-
-
-def to_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, digits: int = 3) -> str:
-    """A GitHub markdown table of plain rows (floats with ``digits`` decimals, tiny p-values in e-notation)."""
-    keys = _columns(rows, columns)
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(_fmt(r.get(k), digits) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def to_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, digits: int = 3) -> str:
-    """An HTML ``<table>`` of plain rows, escaped, formatted as `to_markdown`."""
-    keys = _columns(rows, columns)
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k), digits))}</td>" for k in keys) + "</tr>" for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
-    """Write plain rows as CSV (full precision; the union of keys as header unless ``columns`` is given)."""
-    from da_seg.training import atomic_path
-
-    path = Path(path)
-    keys = _columns(rows, columns)
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()})
-    return path
-
-
 def comparison_section(comparison: Mapping[str, Any], title: str | None = None) -> tuple[str, str, str]:
     """A report section ``(title, markdown, html)`` for a `compare_methods` result (``write_report``'s
     ``extra_sections`` takes these)."""
@@ -349,7 +302,7 @@ def comparison_section(comparison: Mapping[str, Any], title: str | None = None) 
     if fried:
         line = (
             f"Friedman over {', '.join(fried['methods'])} on {fried['n']} shared cases: chi2 = "
-            f"{fried['statistic']:.3f}, p = {_fmt(fried['p_value'], 4)}, Kendall's W = {fried['kendall_w']:.3f}."
+            f"{fried['statistic']:.3f}, p = {fmt(fried['p_value'], 4)}, Kendall's W = {fried['kendall_w']:.3f}."
         )
         md += ["", line]
         hp.append(f"<p>{html.escape(line)}</p>")
@@ -377,8 +330,5 @@ __all__ = [
     "mann_whitney",
     "rank_biserial_paired",
     "spearman",
-    "to_html",
-    "to_markdown",
     "wilcoxon_paired",
-    "write_csv",
 ]

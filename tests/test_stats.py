@@ -17,10 +17,7 @@ from da_seg.stats import (
     holm,
     mann_whitney,
     spearman,
-    to_html,
-    to_markdown,
     wilcoxon_paired,
-    write_csv,
 )
 
 VALUES = [0.71, 0.80, 0.65, 0.90, 0.77, 0.84, 0.69, 0.73]
@@ -140,6 +137,8 @@ def test_compare_methods_refuses_mixed_test_sets() -> None:
 
 
 def test_rendering_and_csv(tmp_path) -> None:
+    from da_seg.tables import to_html, to_markdown, write_csv
+
     result = compare_methods(_rows(), "dice", test="CT")
     md = to_markdown(result["summary"], ["method", "n", "mean"])
     assert md.splitlines()[0] == "| method | n | mean |"
