@@ -33,6 +33,13 @@ def stack_25d(array: np.ndarray | Tensor, context: int) -> np.ndarray | Tensor:
     return array[index]
 
 
+def spread(n: int, k: int | None) -> np.ndarray:
+    """At most ``k`` evenly spaced indices in ``[0, n)`` (all of them when ``k`` is None or ``n <= k``)."""
+    if k is None or n <= k:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
+
+
 class SliceBank:
     """All slices of several ``(z, H, W)`` volumes (same H, W) on one device, gathered as 2.5D batches.
 

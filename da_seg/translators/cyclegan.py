@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from da_seg.augment import AugmentSpec, build_augmentation
 from da_seg.errors import ConfigError, DataError
 from da_seg.losses import LSGANLoss, build_loss
-from da_seg.slices import SliceBank, stack_25d
+from da_seg.slices import SliceBank, spread, stack_25d
 from da_seg.training import (
     ScalarLog,
     adam,
@@ -221,7 +221,7 @@ class CycleGAN:
         main, dist = is_main(), dist_info()
         workdir = None if workdir is None else Path(workdir)
         log = None if workdir is None or not main else ScalarLog(workdir / "log.jsonl")
-        samples = bank_a.batch(_spread(len(bank_a), 4, dev))[0]
+        samples = bank_a.batch(torch.as_tensor(spread(len(bank_a), 4), device=dev))[0]
 
         start = 0
         if workdir is not None and (workdir / "last" / META).exists():
@@ -415,11 +415,6 @@ class CycleGAN:
         grid = ((torch.cat(rows, dim=0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(grid).save(path)
-
-
-def _spread(n: int, k: int, device: torch.device) -> Tensor:
-    """``k`` evenly spaced indices in ``[0, n)`` (fixed slices for the sample grids)."""
-    return torch.linspace(0, n - 1, min(k, n), device=device).round().long().unique()
 
 
 def _crop(size: int) -> nn.Module:
