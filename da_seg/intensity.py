@@ -121,7 +121,6 @@ class MRPercentile:
             raise ConfigError(f"mr_percentile: need 0 <= lower < upper <= 100, got {lower}, {upper}")
         self.lower, self.upper = float(lower), float(upper)
         self.checks = bool(check)
-        self.last_stats: dict[str, float] | None = None
 
     def check(self, array: np.ndarray, source: str) -> None:
         """Refuse a volume that looks like a CT in HU (5% or more of its voxels below -500, i.e. air in HU).
@@ -148,21 +147,17 @@ class MRPercentile:
             high = low + 1.0
         return {"low": float(low), "high": float(high)}
 
-    def _stats(self, stats: dict[str, float] | None) -> dict[str, float]:
-        stats = stats or self.last_stats
-        if stats is None:
-            raise ValueError("mr_percentile.inverse needs the stats of a fitted volume (call forward or fit first)")
-        return stats
-
     def forward(self, array: np.ndarray, stats: dict[str, float] | None = None) -> np.ndarray:
-        """Values -> [-1, 1] by this volume's percentiles (or the given ``stats``)."""
-        self.last_stats = stats or self.fit(array)
-        return _to_unit(array, self.last_stats["low"], self.last_stats["high"])
+        """Values -> [-1, 1] by this volume's percentiles (`fit`), or by the given ``stats``."""
+        s = stats or self.fit(array)
+        return _to_unit(array, s["low"], s["high"])
 
     def inverse(self, array: np.ndarray, stats: dict[str, float] | None = None) -> np.ndarray:
-        """[-1, 1] -> the volume's original scale."""
-        s = self._stats(stats)
-        return _from_unit(array, s["low"], s["high"])
+        """[-1, 1] -> the volume's original scale; needs the ``stats`` `fit` gave for that volume (no hidden state:
+        the same preset serves many volumes)."""
+        if stats is None:
+            raise ValueError("mr_percentile.inverse needs the stats of a fitted volume: pass stats=preset.fit(volume)")
+        return _from_unit(array, stats["low"], stats["high"])
 
     def __repr__(self) -> str:
         return f"MRPercentile(lower={self.lower}, upper={self.upper})"

@@ -266,10 +266,6 @@ class WeightedSum(nn.Module):
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         return sum(w * loss(prediction, target) for w, loss in zip(self.weights, self.losses, strict=True))
 
-    def terms(self, prediction: Tensor, target: Tensor) -> dict[str, Tensor]:
-        """Each unweighted term by name (for logs)."""
-        return {n: loss(prediction, target) for n, loss in zip(self.names, self.losses, strict=True)}
-
     def __repr__(self) -> str:
         return " + ".join(f"{w:g}*{n}" for n, w in zip(self.names, self.weights, strict=True))
 

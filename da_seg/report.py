@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from da_seg.config import Config
+from da_seg.tables import mean_sd, rows_from, to_html, to_markdown
 from da_seg.task import Task
 
 METHOD_LABELS = {
@@ -28,13 +29,6 @@ METHOD_LABELS = {
     "oracle": "oracle: trained on labelled target images",
 }
 PALETTE = {"reference": "#2ca02c", "synct": "#d62728", "no_adaptation": "#1f77b4", "oracle": "#9467bd"}
-
-
-def mean_sd(values: list[float]) -> str:
-    arr = np.asarray(values, dtype=float)
-    if arr.size == 0:
-        return "—"
-    return f"{arr.mean():.3f} ± {arr.std(ddof=1) if arr.size > 1 else 0.0:.3f}"
 
 
 def summary_rows(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("dice", "hd95", "assd")) -> list[list[str]]:
@@ -197,19 +191,11 @@ def _predictions_section(predictions: dict[str, Any], task: Task) -> tuple[str, 
 
 
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return to_markdown(rows_from(header, rows), header)
 
 
 def _html_table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    return to_html(rows_from(header, rows), header)
 
 
 def write_report(
@@ -270,7 +256,7 @@ def write_report(
         )
     sections.extend(extra_sections)
     case_keys = list(dict.fromkeys(k for r in rows for k in r))
-    case_rows = [[_fmt(r.get(k, "")) for k in case_keys] for r in rows]
+    case_rows = [[r.get(k, "") for k in case_keys] for r in rows]
     sections.append(("Per case", _md_table(case_keys, case_rows), _html_table(case_keys, case_rows)))
     trow = [[k, f"{v:.1f}"] for k, v in timings.items()]
     sections.append(

@@ -33,6 +33,13 @@ def stack_25d(array: np.ndarray | Tensor, context: int) -> np.ndarray | Tensor:
     return array[index]
 
 
+def spread(n: int, k: int | None) -> np.ndarray:
+    """At most ``k`` evenly spaced indices in ``[0, n)`` (all of them when ``k`` is None or ``n <= k``)."""
+    if k is None or n <= k:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
+
+
 class SliceBank:
     """All slices of several ``(z, H, W)`` volumes (same H, W) on one device, gathered as 2.5D batches.
 
@@ -68,9 +75,6 @@ class SliceBank:
             None if masks is None else torch.as_tensor(np.concatenate(masks).astype(np.uint8), device=self.device)
         )
         self.neighbours = torch.as_tensor(neighbours, device=self.device)
-        self.case_of = torch.as_tensor(
-            np.concatenate([np.full(im.shape[0], i) for i, im in enumerate(images)]), device=self.device
-        )
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -81,7 +85,3 @@ class SliceBank:
         images = self.images[self.neighbours[index]]
         masks = None if self.masks is None else self.masks[index].unsqueeze(1)
         return images, masks
-
-    def slices_of(self, case: int) -> Tensor:
-        """Slice indices belonging to volume ``case``."""
-        return torch.nonzero(self.case_of == case).flatten()

@@ -5,8 +5,8 @@ A study compares few methods on few cases (often 5-30 CT volumes), so everything
 - `bootstrap_ci`: percentile bootstrap of the mean (seeded: the same inputs give the same interval);
 - `wilcoxon_paired` (two methods, the same cases) with the matched-pairs rank-biserial correlation;
 - `mann_whitney` (two methods, different cases) with the rank-biserial correlation;
-- `friedman` (three or more methods, the same cases) with Kendall's W, followed by `posthoc_wilcoxon_holm`:
-  pairwise Wilcoxon tests, Holm-adjusted. We chose it over Nemenyi because it needs no table of studentized-range
+- `friedman` (three or more methods, the same cases) with Kendall's W, followed (in `compare_methods`) by pairwise
+  Wilcoxon tests, Holm-adjusted. We chose that over Nemenyi because it needs no table of studentized-range
   quantiles, keeps working with two cases per method, and its per-pair effect sizes read like the two-method case;
 - `holm`: Holm's step-down adjustment (Holm 1979), as ``statsmodels.stats.multitest.multipletests(method="holm")``;
 - `compare_methods`: all of the above for pipeline metric rows, as plain rows for the report and CSV.
@@ -16,18 +16,18 @@ p-values are two-sided. Effect sizes lie in [-1, 1]; positive means the first ar
 
 from __future__ import annotations
 
-import csv
 import html
 import itertools
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from da_seg.tables import fmt, to_html, to_markdown
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,9 @@ def _values(values: Iterable[float]) -> np.ndarray:
 def bootstrap_ci(
     values: Sequence[float], *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float, float]:
-    """The mean and its percentile-bootstrap confidence interval ``(mean, low, high)``.
-
-    Resamples are drawn as ``numpy.random.default_rng(seed).integers(0, n, (n_resamples, n))``, the scheme of
-    ``scipy.stats.bootstrap(..., method="percentile")``, so both give the same interval for the same seed. One value
-    gives a zero-width interval; no values give NaNs.
+    """The mean and its percentile-bootstrap confidence interval ``(mean, low, high)``, by
+    ``scipy.stats.bootstrap(method="percentile")`` seeded with ``seed`` (the same inputs give the same interval).
+    One value gives a zero-width interval; no values give NaNs.
     """
     array = _values(values)
     if not 0 < confidence < 1:
@@ -66,11 +64,15 @@ def bootstrap_ci(
     mean = float(array.mean())
     if array.size == 1:
         return (mean, mean, mean)
-    index = np.random.default_rng(seed).integers(0, array.size, (n_resamples, array.size))
-    means = array[index].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
-    return (mean, float(low), float(high))
+    result = stats.bootstrap(
+        (array,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return (mean, float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -164,32 +166,6 @@ def friedman(table: Mapping[str, Sequence[float]]) -> TestResult:
     result = stats.friedmanchisquare(*values.T)
     chi2 = float(result.statistic)
     return TestResult(chi2, float(result.pvalue), chi2 / (n * (k - 1)), n)
-
-
-def posthoc_wilcoxon_holm(table: Mapping[str, Sequence[float]]) -> list[dict[str, Any]]:
-    """Every pair of methods by `wilcoxon_paired`, p-values Holm-adjusted over all pairs.
-
-    Returns:
-        One row per pair, in the order of ``table``: ``{"a", "b", "n", "statistic", "p_raw", "p_holm", "effect"}``
-        (``effect``: rank-biserial of ``a - b``).
-    """
-    names, values = _table(table)
-    rows = []
-    for i, j in itertools.combinations(range(len(names)), 2):
-        result = wilcoxon_paired(values[:, i], values[:, j])
-        rows.append(
-            {
-                "a": names[i],
-                "b": names[j],
-                "n": result.n,
-                "statistic": result.statistic,
-                "p_raw": result.p_value,
-                "effect": result.effect_size,
-            }
-        )
-    for row, adjusted in zip(rows, holm([r["p_raw"] for r in rows]), strict=True):
-        row["p_holm"] = adjusted
-    return [{k: r[k] for k in ("a", "b", "n", "statistic", "p_raw", "p_holm", "effect")} for r in rows]
 
 
 # -- pipeline metric rows ---------------------------------------------------------------------------------------
@@ -303,53 +279,6 @@ def compare_methods(
     }
 
 
-# -- rendering --------------------------------------------------------------------------------------------------
-def _fmt(value: Any, digits: int = 3) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "—"
-        if value != 0 and abs(value) < 10 ** (-digits):
-            return f"{value:.1e}"
-        return f"{value:.{digits}f}"
-    return "" if value is None else str(value)
-
-
-def _columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None) -> list[str]:
-    return list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
-
-
-def to_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, digits: int = 3) -> str:
-    """A GitHub markdown table of plain rows (floats with ``digits`` decimals, tiny p-values in e-notation)."""
-    keys = _columns(rows, columns)
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(_fmt(r.get(k), digits) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def to_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, digits: int = 3) -> str:
-    """An HTML ``<table>`` of plain rows, escaped, formatted as `to_markdown`."""
-    keys = _columns(rows, columns)
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k), digits))}</td>" for k in keys) + "</tr>" for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
-    """Write plain rows as CSV (full precision; the union of keys as header unless ``columns`` is given)."""
-    from da_seg.training import atomic_path
-
-    path = Path(path)
-    keys = _columns(rows, columns)
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()})
-    return path
-
-
 def comparison_section(comparison: Mapping[str, Any], title: str | None = None) -> tuple[str, str, str]:
     """A report section ``(title, markdown, html)`` for a `compare_methods` result (``write_report``'s
     ``extra_sections`` takes these)."""
@@ -373,7 +302,7 @@ def comparison_section(comparison: Mapping[str, Any], title: str | None = None) 
     if fried:
         line = (
             f"Friedman over {', '.join(fried['methods'])} on {fried['n']} shared cases: chi2 = "
-            f"{fried['statistic']:.3f}, p = {_fmt(fried['p_value'], 4)}, Kendall's W = {fried['kendall_w']:.3f}."
+            f"{fried['statistic']:.3f}, p = {fmt(fried['p_value'], 4)}, Kendall's W = {fried['kendall_w']:.3f}."
         )
         md += ["", line]
         hp.append(f"<p>{html.escape(line)}</p>")
@@ -399,11 +328,7 @@ __all__ = [
     "friedman",
     "holm",
     "mann_whitney",
-    "posthoc_wilcoxon_holm",
     "rank_biserial_paired",
     "spearman",
-    "to_html",
-    "to_markdown",
     "wilcoxon_paired",
-    "write_csv",
 ]

@@ -19,8 +19,9 @@ from da_seg.api import validate
 from da_seg.config import Config, load_config
 from da_seg.errors import ConfigError
 from da_seg.pipeline import Stages, evaluate_methods, fingerprint, open_run_dir, prepare_upstream, train_methods
-from da_seg.pipeline.run import EVALUATION_STAGE_VERSION
-from da_seg.stats import mann_whitney, wilcoxon_paired, write_csv
+from da_seg.pipeline.upstream import EVALUATION_STAGE_VERSION
+from da_seg.stats import compare_methods
+from da_seg.tables import mean_sd, to_markdown, write_csv
 from da_seg.training import write_json
 
 
@@ -34,29 +35,11 @@ def parse_segmenter(text: str) -> dict[str, Any]:
     return {"name": text}
 
 
-def paired_p(a: list[float], b: list[float]) -> float:
-    """Two-sided Wilcoxon signed-rank p-value on paired per-case values (1.0 when all differences are zero)."""
-    return wilcoxon_paired(a, b).p_value
-
-
-def unpaired_p(a: list[float], b: list[float]) -> float:
-    """Two-sided Mann-Whitney U p-value (different test cases)."""
-    return mann_whitney(a, b).p_value
-
-
-def compare(rows: list[dict[str, Any]], first: str, other: str, test: str) -> float:
-    """p-value of ``other`` vs ``first`` on ``test`` data: paired when both saw the same cases, unpaired otherwise."""
-    a = {r["case"]: r["dice"] for r in rows if r["method"] == first and r["test"] == test}
-    b = {r["case"]: r["dice"] for r in rows if r["method"] == other and r["test"] == test}
-    if set(a) == set(b):
-        keys = sorted(a)
-        return paired_p([a[k] for k in keys], [b[k] for k in keys])
-    return unpaired_p(list(a.values()), list(b.values()))
-
-
-def _mean_sd(values: list[float]) -> str:
-    arr = np.asarray(values, float)
-    return f"{arr.mean():.3f} ± {arr.std(ddof=1) if arr.size > 1 else 0.0:.3f}" if arr.size else "—"
+def p_vs_first(rows: list[dict[str, Any]], first: str, test: str) -> dict[str, float]:
+    """Each method's Dice p-value against ``first`` on ``test`` data: the report's pairwise tests (Wilcoxon on the
+    same cases, Mann-Whitney otherwise) with the report's Holm adjustment over all pairs (`compare_methods`)."""
+    pairwise = compare_methods(rows, "dice", test=test)["pairwise"]
+    return {r["b"] if r["a"] == first else r["a"]: r["p_holm"] for r in pairwise if first in (r["a"], r["b"])}
 
 
 @dataclass
@@ -95,28 +78,26 @@ def run_bench(config: Config, segmenters: list[str], *, resume: bool = False, fo
         table.append(
             {
                 "segmenter": text,
-                "dice": _mean_sd([r["dice"] for r in method_rows]),
-                "hd95": _mean_sd([r["hd95"] for r in method_rows]),
+                "dice": mean_sd([r["dice"] for r in method_rows]),
+                "hd95": mean_sd([r["hd95"] for r in method_rows]),
                 "parameters": _parameters(method.model),
                 "train_s": round(train_seconds, 1),
                 "infer_s_per_volume": round(float(np.mean([r["seconds"] for r in method_rows])), 3),
-                "p_vs_first": None
-                if not table
-                else round(compare(rows, table[0]["method"], method.name, up.task.target_modality), 4),
+                "p_vs_first_holm": None,  # filled once every segmenter is scored (Holm over all pairs)
                 "method": method.name,
             }
         )
+    p_values = p_vs_first(rows, table[0]["method"], up.task.target_modality)
+    for row in table[1:]:
+        row["p_vs_first_holm"] = round(p_values[row["method"]], 4)
     _write_tables(run_dir / "bench", table)
     write_json(run_dir / "bench" / "rows.json", rows)
     return BenchResult(run_dir, table, rows)
 
 
 def _write_tables(folder: Path, table: list[dict[str, Any]]) -> None:
-    keys = list(table[0])
-    write_csv(folder / "table.csv", table, keys)
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join("" if row[k] is None else str(row[k]) for k in keys) + " |" for row in table]
-    (folder / "table.md").write_text("\n".join(lines) + "\n")
+    write_csv(folder / "table.csv", table)
+    (folder / "table.md").write_text(to_markdown(table, digits=4) + "\n")
 
 
 # -- study ----------------------------------------------------------------------------------------------------
@@ -208,19 +189,21 @@ def _study_table(rows: list[dict[str, Any]], variations: list[dict[str, Any]], c
     from da_seg.api import get_task
 
     target = get_task(config).target_modality
+    first = rows[0]["method"] if rows else ""
+    p_values = p_vs_first(rows, first, target) if rows else {}
     table = []
     for i, variation in enumerate(variations):
         mine = [r for r in rows if r["variation"] == i]
         ct = [r["dice"] for r in mine if r["test"] == target]
         synct = [r["dice"] for r in mine if r["test"] == "SynCT"]
-        first = rows[0]["method"] if rows else ""
+        p = p_values.get(mine[0]["method"]) if i and mine else None
         table.append(
             {
                 "variation": _label(variation),
-                "dice_synct": _mean_sd(synct),
-                f"dice_{target.lower()}": _mean_sd(ct),
-                "hd95": _mean_sd([r["hd95"] for r in mine if r["test"] == target]),
-                "p_vs_first": None if i == 0 else round(compare(rows, first, mine[0]["method"], target), 4),
+                "dice_synct": mean_sd(synct),
+                f"dice_{target.lower()}": mean_sd(ct),
+                "hd95": mean_sd([r["hd95"] for r in mine if r["test"] == target]),
+                "p_vs_first_holm": None if p is None else round(p, 4),
             }
         )
     return table

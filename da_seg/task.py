@@ -8,7 +8,7 @@ optional phantom generator that writes the documented data layout (see docs/data
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,7 +63,6 @@ class Task:
     centre: str = "grid"
     phantom: PhantomWriter | Callable[..., None] | None = None
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def classes(self) -> int:

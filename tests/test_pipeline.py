@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -163,3 +164,17 @@ def test_audit_trains_its_segmenters_like_the_pipeline(tmp_path: Path, tiny_conf
     assert ours.keys() == audits.keys()
     for name, weight in ours.items():
         torch.testing.assert_close(audits[name], weight, rtol=0, atol=0)
+
+
+def test_run_into_a_log_file_shows_progress_lines(tmp_path: Path, tiny_config) -> None:
+    """`daseg run > log 2>&1` (batch jobs): rich draws nothing without a terminal, plain lines take its place."""
+    config = tiny_config(tmp_path, "logged", baselines="[]", seg_epochs=1)
+    log = tmp_path / "run.log"
+    with log.open("w") as handle:
+        done = subprocess.run([sys.executable, "-m", "da_seg", "run", str(config)], stdout=handle, stderr=handle)
+    text = log.read_text()
+    assert done.returncode == 0, text
+    for expected in ("stage 'translator': running", "stage 'translator': done in", "stage 'seg_synct': running"):
+        assert expected in text
+    assert re.search(r"^cyclegan 1/1: 3/3 \(100%\), [\d.]+ it/s, ETA 0m00s, g [\d.]+", text, re.M), text
+    assert re.search(r"^segmenter: \d+/\d+ \(100%\), [\d.]+ it/s", text, re.M), text

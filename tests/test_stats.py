@@ -16,12 +16,8 @@ from da_seg.stats import (
     friedman,
     holm,
     mann_whitney,
-    posthoc_wilcoxon_holm,
     spearman,
-    to_html,
-    to_markdown,
     wilcoxon_paired,
-    write_csv,
 )
 
 VALUES = [0.71, 0.80, 0.65, 0.90, 0.77, 0.84, 0.69, 0.73]
@@ -101,18 +97,6 @@ def test_friedman_matches_scipy_and_kendalls_w() -> None:
         friedman({"a": [1, 2], "b": [2, 3]})
 
 
-def test_posthoc_wilcoxon_holm_adjusts_every_pair() -> None:
-    rng = np.random.default_rng(0)
-    base = rng.uniform(0.6, 0.8, 10)
-    table = {"a": base, "b": base + 0.05 + rng.normal(0, 0.01, 10), "c": base + rng.normal(0, 0.02, 10)}
-    rows = posthoc_wilcoxon_holm(table)
-    assert [(r["a"], r["b"]) for r in rows] == [("a", "b"), ("a", "c"), ("b", "c")]
-    for row in rows:
-        assert row["p_raw"] == pytest.approx(stats.wilcoxon(table[row["a"]], table[row["b"]]).pvalue)
-    assert [r["p_holm"] for r in rows] == pytest.approx(holm([r["p_raw"] for r in rows]))
-    assert rows[0]["effect"] == -1.0  # b exceeds a in every case
-
-
 def _rows() -> list[dict]:
     rng = np.random.default_rng(1)
     rows = []
@@ -153,6 +137,8 @@ def test_compare_methods_refuses_mixed_test_sets() -> None:
 
 
 def test_rendering_and_csv(tmp_path) -> None:
+    from da_seg.tables import to_html, to_markdown, write_csv
+
     result = compare_methods(_rows(), "dice", test="CT")
     md = to_markdown(result["summary"], ["method", "n", "mean"])
     assert md.splitlines()[0] == "| method | n | mean |"

@@ -62,4 +62,4 @@ def test_study_2x2_grid_shares_identical_stages(tmp_path: Path, tiny_config) -> 
     }
     assert len(list(result.run_dir.glob("translator-*"))) == 2  # one per cycle loss, shared by both contexts
     assert result.report.exists() and (result.run_dir / "study/fig_study_boxplot.png").exists()
-    assert result.table[0]["p_vs_first"] is None and 0.0 <= result.table[1]["p_vs_first"] <= 1.0
+    assert result.table[0]["p_vs_first_holm"] is None and 0.0 <= result.table[1]["p_vs_first_holm"] <= 1.0

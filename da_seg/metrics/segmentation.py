@@ -198,7 +198,7 @@ def format_summary(summary: Mapping[str, tuple[float, float]], digits: int = 3) 
 
 def write_cases_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Write one row per case (columns: the union of keys, in first-seen order) to ``path``."""
-    from da_seg.stats import write_csv
+    from da_seg.tables import write_csv
 
     return write_csv(path, rows)
 

@@ -13,14 +13,14 @@ from da_seg.data import PreparedCase
 from da_seg.metrics.segmentation import evaluate_case
 from da_seg.pipeline.stages import fingerprint
 from da_seg.registry import METRICS
-from da_seg.stats import write_csv
+from da_seg.tables import write_csv
 from da_seg.task import Task
 from da_seg.training import read_json, write_json
 from da_seg.volume import read_volume, resample_to, write_volume
 
-if TYPE_CHECKING:  # run.py imports this module
+if TYPE_CHECKING:
     from da_seg.pipeline.dataset import Dataset
-    from da_seg.pipeline.run import Method, Upstream
+    from da_seg.pipeline.upstream import Method, Upstream
 
 
 def statistics_sections(rows: list[dict[str, Any]], task: Task, folder: Path) -> list[tuple[str, str, str]]:
@@ -114,7 +114,7 @@ def evaluate_methods(
 def folds_section(methods: list[Method]) -> list[tuple[str, str, str]]:
     """Per-fold facts of cross-validated methods: subjects used to train, to choose the checkpoint and to test, and
     the Dice on the latter two (pooled out-of-fold metrics are in Table 1)."""
-    from da_seg.stats import to_html, to_markdown
+    from da_seg.tables import to_html, to_markdown
 
     rows = [
         {
@@ -143,8 +143,8 @@ def paper_test_section(rows: list[dict[str, Any]], task: Task) -> list[tuple[str
     """The paper's one statistical claim, checked on this run: the SynCT-trained segmenter's Dice on held-out SynCT
     and on real target images do not differ (the paper: p > 0.05). Two independent sets of cases, so a two-sided
     Mann-Whitney U test (our choice of test; the paper does not name its own)."""
-    from da_seg.report import mean_sd
     from da_seg.stats import mann_whitney
+    from da_seg.tables import mean_sd
 
     synct = [r["dice"] for r in rows if r["method"] == "synct" and r["test"] == f"Syn{task.target_modality}"]
     real = [r["dice"] for r in rows if r["method"] == "synct" and r["test"] == task.target_modality]

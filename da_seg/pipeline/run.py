@@ -35,6 +35,14 @@ from da_seg.pipeline.evaluation import (
     write_metrics,
 )
 from da_seg.pipeline.stages import Stages, fingerprint, open_run_dir
+from da_seg.pipeline.upstream import (
+    EVALUATION_STAGE_VERSION,
+    PREDICTIONS_STAGE_VERSION,
+    SEGMENTER_STAGE_VERSION,
+    TRANSLATOR_STAGE_VERSION,
+    Method,
+    Upstream,
+)
 from da_seg.registry import TRANSLATORS
 from da_seg.segmentation import (
     Segmenter,
@@ -44,7 +52,6 @@ from da_seg.segmentation import (
     load_segmenter,
     train_segmenter,
 )
-from da_seg.task import Task
 from da_seg.training import (
     barrier,
     init_distributed,
@@ -60,12 +67,6 @@ from da_seg.translators import load_translator, save_domains
 from da_seg.volume import write_volume
 
 SYNCT = "synct"
-# A stage's code version is part of its fingerprint: bump it when what the stage computes or writes changes, so
-# ``--resume`` redoes the stage instead of reusing a result of the old code.
-TRANSLATOR_STAGE_VERSION = 1
-SEGMENTER_STAGE_VERSION = 2  # 2: models carry their data domain and precision
-PREDICTIONS_STAGE_VERSION = 1
-EVALUATION_STAGE_VERSION = 2  # 2: scored from the written masks, in-domain rows per fold
 
 
 @dataclass
@@ -76,45 +77,6 @@ class RunResult:
     report: Path
     metrics: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Method:
-    """One trained segmenter (a model, or the ensemble of its cross-validation folds) and what it was trained on.
-
-    Attributes:
-        name: the method's name in tables and folders (``synct``, ``no_adaptation``, ``oracle``; ``@tag`` in studies).
-        train_on: the training data's name (``SynCT``, ``MR``, ``CT``).
-        model: what segments the target images.
-        key: the fingerprint of its training stage (downstream stages depend on it).
-        test_on: the in-domain test set's name (``SynCT``, ``MR``), or None when it has none.
-        tests: ``(model, held-out cases)`` pairs for the in-domain test: one, or one per fold.
-    """
-
-    name: str
-    train_on: str
-    model: Segmenter
-    key: str = ""
-    test_on: str | None = None
-    tests: list[tuple[Segmenter, list[PreparedCase]]] = field(default_factory=list)
-
-
-@dataclass
-class Upstream:
-    """What run, bench and study share: the data on the common grid, the translator and the SynCT."""
-
-    config: Config
-    task: Task
-    device: torch.device
-    stages: Stages
-    dataset: Dataset
-    translator: Any
-    translator_dir: Path
-    synct_dir: Path
-    synct_train: list[PreparedCase]
-    synct_test: list[PreparedCase]
-    data_key: str
-    synct_key: str
 
 
 def prepare_upstream(config: Config, stages: Stages) -> Upstream:

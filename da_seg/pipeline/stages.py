@@ -7,6 +7,7 @@ import json
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,16 @@ from typing import Any
 
 from da_seg.config import Config
 from da_seg.errors import DasegError
-from da_seg.training import barrier, broadcast_object, is_main, os_error, read_json, resolve_device, write_json
+from da_seg.training import (
+    barrier,
+    broadcast_object,
+    is_main,
+    os_error,
+    output_is_terminal,
+    read_json,
+    resolve_device,
+    write_json,
+)
 
 
 def fingerprint(*parts: Any) -> str:
@@ -48,12 +58,17 @@ class Stages:
             self._prepare(name, folder, key)
         barrier()
         start = time.perf_counter()
+        plain = main and not output_is_terminal()  # a log file gets a line per stage; a terminal has the bars
+        if plain:
+            print(f"stage '{name}': running", file=sys.stderr, flush=True)
         try:
             if collective or main:
                 work(folder)
         except OSError as err:  # a full disk or a read-only folder is the user's to fix: one line naming the stage
             raise (os_error(err, folder) or err) from None
         seconds = time.perf_counter() - start
+        if plain:
+            print(f"stage '{name}': done in {seconds:.1f} s", file=sys.stderr, flush=True)
         self.timings[name] = seconds
         if main:
             write_json(marker, {"fingerprint": key, "seconds": seconds})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from da_seg.segmenters._padding import pad_to_multiple
+from da_seg.padding import pad_to_multiple
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -93,14 +93,14 @@ class ResUNet25D(nn.Module):
         self.head = nn.Conv2d(widths[0], classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x, (h, w) = pad_to_multiple(x, 2**self.depth)
+        x, (rows, cols) = pad_to_multiple(x, 2**self.depth)
         skips = [self.stem(x)]
         for block in self.down:
             skips.append(block(self.pool(skips[-1])))
         y = skips.pop()
         for i in reversed(range(self.depth)):
             y = self.decode[i](torch.cat([self.up[i](y), skips.pop()], dim=1))
-        return self.head(y)[..., :h, :w]
+        return self.head(y)[..., rows, cols]
 
 
 def resunet25d(

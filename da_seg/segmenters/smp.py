@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from da_seg.errors import ConfigError, DataError
-from da_seg.segmenters._padding import PadToMultiple
+from da_seg.padding import PadToMultiple
 
 _DEFAULT_DECODER = (256, 128, 64, 32, 16)
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")

@@ -19,7 +19,8 @@ from da_seg.errors import ConfigError, DataError
 from da_seg.metrics.segmentation import dice
 from da_seg.registry import SELECTORS
 from da_seg.selection.criteria import SEGMENTER, SNAPSHOT, TRANSLATOR, Case, Selector
-from da_seg.stats import spearman, to_html, to_markdown, write_csv
+from da_seg.stats import spearman
+from da_seg.tables import to_html, to_markdown, write_csv
 
 
 # -- ranking ----------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from da_seg.errors import ConfigError, DataError
 from da_seg.hookspecs import hookimpl
 from da_seg.metrics.segmentation import dice
 from da_seg.registry import SEGMENTERS
-from da_seg.slices import stack_25d
+from da_seg.slices import spread, stack_25d
 from da_seg.training import adam
 
 TRANSLATOR, SEGMENTER = "translator", "segmenter"
@@ -40,13 +40,6 @@ class Selector(Protocol):
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
-def _spread(n: int, k: int | None) -> np.ndarray:
-    """At most ``k`` evenly spaced indices in ``[0, n)`` (all of them when ``k`` is None)."""
-    if k is None or n <= k:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
-
-
 def _stacks(volumes: Sequence[np.ndarray], context: int, max_slices: int | None) -> Tensor:
     """2.5D stacks of every slice of ``volumes``, at most ``max_slices`` of them evenly spaced.
 
@@ -56,13 +49,13 @@ def _stacks(volumes: Sequence[np.ndarray], context: int, max_slices: int | None)
     if not volumes:
         raise DataError("a selector needs at least one volume")
     stacks = np.concatenate([stack_25d(np.asarray(v, np.float32), context) for v in volumes])
-    return torch.as_tensor(stacks[_spread(len(stacks), max_slices)])
+    return torch.as_tensor(stacks[spread(len(stacks), max_slices)])
 
 
 def _slices(volumes: Sequence[np.ndarray], max_slices: int | None) -> np.ndarray:
     """Central slices of ``volumes`` concatenated, at most ``max_slices`` evenly spaced: ``(N, H, W)``."""
     array = np.concatenate([np.asarray(v, np.float32) for v in volumes])
-    return array[_spread(len(array), max_slices)]
+    return array[spread(len(array), max_slices)]
 
 
 def _needs_generators(translator: Any, name: str) -> None:

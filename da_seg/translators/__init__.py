@@ -13,60 +13,16 @@ weights; `load_translator` reads any of them back without knowing which one it i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
 import torch
 
 from da_seg.errors import DataError
 from da_seg.hookspecs import hookimpl
 from da_seg.registry import TRANSLATORS
 from da_seg.training import read_json
-
-META = "meta.json"
-
-
-@runtime_checkable
-class Translator(Protocol):
-    """What the pipeline calls. Volumes are ``(z, H, W)`` float arrays in [-1, 1]."""
-
-    name: str
-
-    def fit(
-        self,
-        source: Sequence[np.ndarray],
-        target: Sequence[np.ndarray],
-        *,
-        workdir: Path | None = None,
-        device: torch.device | str = "cpu",
-        precision: str = "fp32",
-        seed: int = 0,
-    ) -> Translator:
-        """Learn the mapping from unpaired source and target volumes; returns self."""
-        ...
-
-    def translate(self, volume: np.ndarray) -> np.ndarray:
-        """``(z, H, W)`` source volume in [-1, 1] -> ``(z, H, W)`` target-domain volume in [-1, 1]."""
-        ...
-
-    def save(self, directory: Path) -> None:
-        """Write ``meta.json`` (with ``component``) and whatever `load` needs into ``directory``."""
-        ...
-
-    @classmethod
-    def load(cls, directory: Path, device: torch.device | str = "cpu") -> Translator:
-        """Rebuild a translator written by `save`."""
-        ...
-
-
-def check_volume(volume: np.ndarray) -> np.ndarray:
-    """A ``(z, H, W)`` float32 array, or a `DataError` saying what arrived instead."""
-    array = np.asarray(volume)
-    if array.ndim != 3:
-        raise DataError(f"a translator takes (z, H, W) volumes, got an array of shape {array.shape}")
-    return array.astype(np.float32, copy=False)
+from da_seg.translators.base import META, Translator, check_volume
 
 
 def load_translator(directory: str | Path, device: torch.device | str = "cpu") -> Translator:

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from da_seg.augment import AugmentSpec, build_augmentation
 from da_seg.errors import ConfigError, DataError
 from da_seg.losses import LSGANLoss, build_loss
-from da_seg.slices import SliceBank, stack_25d
+from da_seg.slices import SliceBank, spread, stack_25d
 from da_seg.training import (
     ScalarLog,
     adam,
@@ -50,6 +50,7 @@ from da_seg.training import (
     is_main,
     load_checkpoint,
     load_state,
+    package_version,
     prepare_module,
     progress_bar,
     read_json,
@@ -59,7 +60,7 @@ from da_seg.training import (
     shard,
     to_layout,
 )
-from da_seg.translators import META, check_volume
+from da_seg.translators.base import META, check_volume
 from da_seg.translators.cyclegan_state import FitState, ImagePool, check_resumable, read_back
 from da_seg.translators.networks import PatchDiscriminator, build_generator, init_weights
 
@@ -220,7 +221,7 @@ class CycleGAN:
         main, dist = is_main(), dist_info()
         workdir = None if workdir is None else Path(workdir)
         log = None if workdir is None or not main else ScalarLog(workdir / "log.jsonl")
-        samples = bank_a.batch(_spread(len(bank_a), 4, dev))[0]
+        samples = bank_a.batch(torch.as_tensor(spread(len(bank_a), 4), device=dev))[0]
 
         start = 0
         if workdir is not None and (workdir / "last" / META).exists():
@@ -325,14 +326,12 @@ class CycleGAN:
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
-        import da_seg
-
         return {
             "component": self.name,
             "config": self.config,
             "epoch": self.epoch,
             "precision": self.precision,
-            "versions": {"da_seg": getattr(da_seg, "__version__", "?"), "torch": torch.__version__},
+            "versions": {"da_seg": package_version("da_seg") or "?", "torch": torch.__version__},
         }
 
     def _checkpoint(self, workdir: Path, state: FitState, samples: Tensor) -> None:
@@ -416,11 +415,6 @@ class CycleGAN:
         grid = ((torch.cat(rows, dim=0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(grid).save(path)
-
-
-def _spread(n: int, k: int, device: torch.device) -> Tensor:
-    """``k`` evenly spaced indices in ``[0, n)`` (fixed slices for the sample grids)."""
-    return torch.linspace(0, n - 1, min(k, n), device=device).round().long().unique()
 
 
 def _crop(size: int) -> nn.Module:

@@ -17,7 +17,7 @@ import torch
 
 from da_seg.errors import DataError
 from da_seg.training import read_json, write_json
-from da_seg.translators import META, check_volume
+from da_seg.translators.base import META, check_volume
 
 
 def _foreground(volumes: Sequence[np.ndarray], threshold: float, what: str) -> np.ndarray:

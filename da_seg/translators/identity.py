@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from da_seg.training import read_json, write_json
-from da_seg.translators import META, check_volume
+from da_seg.translators.base import META, check_volume
 
 
 class Identity:

@@ -8,8 +8,9 @@ their total stride (replicating the border) and crop back, so whole slices of an
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from da_seg.padding import pad_to_multiple
 
 
 def _norm(channels: int) -> nn.Module:
@@ -24,12 +25,8 @@ class _PadToMultiple(nn.Module):
         self.body, self.multiple = body, multiple
 
     def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        ph, pw = -h % self.multiple, -w % self.multiple
-        if ph or pw:
-            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
-        y = self.body(x)
-        return y[..., ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w] if (ph or pw) else y
+        x, (rows, cols) = pad_to_multiple(x, self.multiple, centre=True)
+        return self.body(x)[..., rows, cols]
 
 
 class ResnetBlock(nn.Module):
