@@ -1,8 +1,8 @@
 """The run report: ``report.md`` and a self-contained ``report.html`` with PNG figures beside them.
 
 Table 1 style summary (training data, test data, Dice mean ± sd, HD95), per-case table, Fig. 3 style boxplots,
-Fig. 2 style examples (source | SynCT | real target with ground-truth and predicted contours), translation fidelity
-and stage timings.
+Fig. 2 style examples (source | SynCT | a target image with predicted and, where labelled, reference contours),
+translation fidelity and stage timings.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ def _png(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def boxplot(rows: list[dict[str, Any]], target: str, path: Path) -> Path:
-    """Fig. 3 style: Dice per case on the real target images, one box per method."""
+def boxplot(rows: list[dict[str, Any]], target: str, path: Path, where: str = "evaluation") -> Path:
+    """Fig. 3 style: Dice per case on the labelled target images, one box per method (``where`` names them:
+    ``evaluation``, or ``phantom evaluation`` so a phantom is never mistaken for patients)."""
     methods = list(dict.fromkeys(r["method"] for r in rows if r["test"] == target))
     data = [[r["dice"] for r in rows if r["method"] == m and r["test"] == target] for m in methods]
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(methods), 3.6))
@@ -77,10 +78,10 @@ def boxplot(rows: list[dict[str, Any]], target: str, path: Path) -> Path:
             color=PALETTE.get(methods[i - 1], "k"),
             zorder=3,
         )
-    ax.set_ylabel(f"Dice on real {target}")
+    ax.set_ylabel(f"Dice on {where} {target}")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"Segmentation of real {target}, per case")
+    ax.set_title(f"Segmentation of the {where} {target}, per case")
     return _png(fig, path)
 
 
@@ -107,7 +108,7 @@ def _label_contours(ax: plt.Axes, labels: np.ndarray, task: Task, legend: bool =
 
 
 def _structures_figure(examples: dict[str, Any], task: Task, path: Path) -> Path:
-    """Several structures: source | SynCT | real target reference | one panel per method, a colour per structure."""
+    """Several structures: source | SynCT | target reference | one panel per method, a colour per structure."""
     preds = examples["target"][2] if "target" in examples else {}
     panels = 2 * ("source" in examples) + ("target" in examples) * (1 + len(preds))
     fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels, 3.8), squeeze=False)
@@ -129,13 +130,13 @@ def _structures_figure(examples: dict[str, Any], task: Task, path: Path) -> Path
         for ax, (title, labels) in zip(axes, [(reference, mask), *preds.items()], strict=True):
             ax.imshow(image, cmap="gray", vmin=-1, vmax=1)
             _label_contours(ax, labels, task, legend=title == "reference")
-            ax.set_title(f"real {task.target_modality}: {title}", fontsize=9)
+            ax.set_title(f"{task.target_modality} {examples.get('target_case', '')}: {title}", fontsize=9)
         axes[0].legend(loc="lower right", fontsize=6, framealpha=0.6)
     return _png(fig, path)
 
 
 def examples_figure(examples: dict[str, Any], task: Task, path: Path) -> Path | None:
-    """Fig. 2 style: source | SynCT with the source mask, and a real target slice with reference and predictions.
+    """Fig. 2 style: source | SynCT with the source mask, and a target slice with reference and predictions.
 
     With several structures each method gets its own panel and each structure its own colour.
     """
@@ -217,7 +218,8 @@ def write_report(
     (statistics, selection).
     """
     scored = any(r["test"] == task.target_modality for r in rows)
-    figures = [boxplot(rows, task.target_modality, run_dir / "fig_dice_boxplot.png")] if scored else []
+    where = "phantom evaluation" if config.data.phantom is not None else "evaluation"
+    figures = [boxplot(rows, task.target_modality, run_dir / "fig_dice_boxplot.png", where)] if scored else []
     example_png = examples_figure(examples, task, run_dir / "fig_examples.png")
     if example_png:
         figures.append(example_png)

@@ -56,7 +56,7 @@ def _parameters(model: Any) -> int:
 
 
 def run_bench(config: Config, segmenters: list[str], *, resume: bool = False, force: bool = False) -> BenchResult:
-    """Train each segmenter on the same SynCT and test it on the same real target images."""
+    """Train each segmenter on the same SynCT and test it on the same labelled target images."""
     if not segmenters:
         raise ConfigError("give at least one --segmenter")
     validate(config)
@@ -223,7 +223,7 @@ def _study_report(run_dir: Path, table: list[dict[str, Any]], rows: list[dict[st
     fig, ax = plt.subplots(figsize=(2 + 1.4 * len(table), 4))
     ax.boxplot(data, showmeans=True)
     ax.set_xticks(range(1, len(labels) + 1), [lab.replace("; ", "\n") for lab in labels], fontsize=7)
-    ax.set_ylabel(f"Dice on real {target}")
+    ax.set_ylabel(f"Dice on the evaluation {target}")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
     fig.savefig(run_dir / "study" / "fig_study_boxplot.png", dpi=110, bbox_inches="tight")

@@ -1,4 +1,4 @@
-"""Scoring the trained methods on the real target images, SynCT fidelity, and the report's statistics and panels."""
+"""Scoring the trained methods on the labelled target images, SynCT fidelity, and the report's statistics and panels."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def statistics_sections(rows: list[dict[str, Any]], task: Task, folder: Path) -> list[tuple[str, str, str]]:
-    """Bootstrap CIs and Holm-adjusted paired tests between methods on the real target images (also as CSV)."""
+    """Bootstrap CIs and Holm-adjusted paired tests between methods on the labelled target images (also as CSV)."""
     from da_seg.stats import compare_methods, comparison_section
 
     target_rows = [r for r in rows if r["test"] == task.target_modality]
@@ -154,12 +154,13 @@ def paper_test_section(rows: list[dict[str, Any]], task: Task) -> list[tuple[str
     verdict = "no significant difference (p > 0.05)" if test.p_value > 0.05 else "a significant difference (p <= 0.05)"
     text = (
         f"The paper reports that its SynCT-trained 2.5D Res-U-Net reached Dice values on the SynCT and the real CT "
-        f"test sets with no statistical difference (p > 0.05). This run, segmenter `synct`: Dice on "
-        f"Syn{task.target_modality} {mean_sd(synct)} (n = {len(synct)}) vs real {task.target_modality} "
+        f"test sets with no statistical difference (p > 0.05). This run, segmenter `synct`: Dice on held-out "
+        f"Syn{task.target_modality} {mean_sd(synct)} (n = {len(synct)}) vs the evaluation {task.target_modality} "
         f"{mean_sd(real)} (n = {len(real)}); two-sided Mann-Whitney U = {test.statistic:.1f}, "
         f"p = {test.p_value:.3g}, rank-biserial r = {test.effect_size:+.2f}: {verdict}."
     )
-    return [("The paper's test: SynCT vs real target Dice", text, f"<p>{html.escape(text)}</p>")]
+    title = f"The paper's test: Dice on Syn{task.target_modality} vs on {task.target_modality}"
+    return [(title, text, f"<p>{html.escape(text)}</p>")]
 
 
 def label_map(task: Task) -> dict[int, str]:
