@@ -60,12 +60,17 @@ def build_components(config: Config | str | Path) -> Components:
     with config_key("translator"):
         translator = TRANSLATORS.build(config.translator)
     with config_key("segmentation.model"):
-        segmenter = SEGMENTERS.build(seg.model, in_channels=2 * seg.context + 1, classes=task.classes)
+        segmenter = SEGMENTERS.build(seg.model, in_channels=2 * seg.context + 1, classes=_classes(config, task))
     with config_key("segmentation.loss"):
         loss = LOSSES.build(seg.loss)
     with config_key("segmentation.augment"):
         augmentations = build_augmentation(seg.augment).modules(size)
     return Components(task, source_intensity, target_intensity, translator, segmenter, loss, augmentations)
+
+
+def _classes(config: Config, task: Task) -> int:
+    """The segmenter's output channels: one per structure, and the background first with softmax."""
+    return task.classes + (config.segmentation.multiclass == "softmax")
 
 
 @contextmanager
@@ -105,7 +110,7 @@ def check_forward(config: Config, components: Components) -> None:
     """
     seg = config.segmentation
     height, width = tuple(config.data.size or components.task.size)
-    classes = components.task.classes + (seg.multiclass == "softmax")
+    classes = _classes(config, components.task)
     generator = torch.Generator().manual_seed(0)
     batch = torch.rand((1, 2 * seg.context + 1, height, width), generator=generator) * 2 - 1
     expected = (1, classes, height, width)
@@ -150,7 +155,8 @@ def _check_augmentation(specs: list[Any], batch: torch.Tensor) -> None:
     mask = torch.zeros((batch.shape[0], 1, *batch.shape[2:]), dtype=torch.uint8)
     names = ", ".join(str(s.get("name")) for s in specs)
     try:
-        images, masks = build_augmentation(specs)(batch, mask)
+        with torch.random.fork_rng(devices=[]):  # kornia draws from torch's global generator: leave it as it was
+            images, masks = build_augmentation(specs)(batch, mask)
     except Exception as err:
         raise ConfigError(
             f"segmentation.augment: [{names}] failed on a batch {tuple(batch.shape)} ({type(err).__name__}: {err})"

@@ -145,3 +145,13 @@ def test_validate_checks_the_loss_returns_a_scalar(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2, result.output
     assert "segmentation.loss: loss 'per_pixel' returned a float32 tensor of shape (1, 1, 32, 32)" in result.stderr
+
+
+def test_validate_expects_the_background_channel_with_softmax(tmp_path: Path) -> None:
+    config = tmp_path / "softmax.toml"
+    config.write_text(
+        'task = "prostate_mr2ct"\n[data]\nsize = [32, 32]\n[segmentation]\nmulticlass = "softmax"\nloss = "ce"\n'
+        'model = { name = "resunet25d", base = 4, depth = 2 }\n'
+    )
+    result = invoke("validate", str(config))
+    assert result.exit_code == 0, result.output
