@@ -19,12 +19,12 @@ def render(seed: int, modality: str) -> PhantomImage:
     rng = np.random.default_rng(seed)
     z, y, x = grid_coords(SHAPE_ZYX, SPACING_ZYX, CENTRE_XYZ)  # broadcastable [z, y, x] coordinates in mm
     body = ellipsoid(x, y, z, (0.0, 0.0, 0.0), (80.0, 60.0, 50.0)) < 1
-    organ = body & (ellipsoid(x, y, z, rng.uniform(-10, 10, 3), rng.uniform(18, 28, 3)) < 1)
+    organ = body & (ellipsoid(x, y, z, rng.uniform(-10, 10, 3), rng.uniform(25, 35, 3)) < 1)
     texture = smooth_noise(rng, SHAPE_ZYX, 2.0)
-    if modality == "MR":  # organ bright, fat dark, air 0
+    if modality == "MR":  # arbitrary units: organ 600, tissue 300, air 0
         image = np.where(organ, 600.0, np.where(body, 300.0, 0.0)) + body * 20 * texture
-    else:  # organ darker than the soft tissue around it, air -1000 HU
-        image = np.where(organ, -40.0, np.where(body, 60.0, -1000.0)) + body * 10 * texture
+    else:  # HU: organ 100, tissue 0, air -1000
+        image = np.where(organ, 100.0, np.where(body, 0.0, -1000.0)) + body * 10 * texture
     mask = organ.astype(np.uint8)  # label value 1 is Task.labels[0]
     return PhantomImage(
         image=volume_at(image.astype(np.float32), SPACING_ZYX, CENTRE_XYZ),
