@@ -129,7 +129,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 @command("validate")
 def validate_cmd(config: Path = ConfigArg, set_: list[str] = SetOpt) -> None:
-    """Check a config: keys, values, and every component it names, without training."""
+    """Check a config: keys, values, every component it names, and one forward pass on a dummy batch (no training)."""
     from da_seg.api import validate
     from da_seg.config import load_config
 
@@ -173,7 +173,12 @@ def translate_cmd(
 @command("bench")
 def bench_cmd(
     config: Path = ConfigArg,
-    segmenter: list[str] = typer.Option(..., "--segmenter", help="resunet25d or smp:ARCH/ENCODER (repeatable)."),
+    segmenter: list[str] = typer.Option(
+        ...,
+        "--segmenter",
+        help="NAME or NAME:key=value,... (TOML values; the config's arguments are the defaults for its own segmenter), "
+        "e.g. resunet25d:base=8,depth=3 or smp:Unet/resnet34 (repeatable).",
+    ),
     set_: list[str] = SetOpt,
     resume: bool = typer.Option(False, "--resume", help="Reuse finished stages of an earlier bench."),
     force: bool = typer.Option(False, "--force", help="Start the bench directory afresh."),

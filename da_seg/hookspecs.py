@@ -28,9 +28,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def register_translators(register: Any) -> None:
     """Register image translators (source domain -> target domain).
 
-    A translator factory returns an object with ``fit(source_volumes, target_volumes)``,
-    ``translate(volume) -> Volume`` (target units, the source geometry), ``save(dir)`` and ``load(dir)``.
-    See :class:`da_seg.translators.Translator`.
+    A translator factory returns an object with a ``name`` attribute (its registered name),
+    ``fit(source, target, *, workdir, device, precision, seed)`` on lists of normalised ``(z, H, W)`` arrays,
+    ``translate(volume) -> array``: a ``(z, H, W)`` source volume in [-1, 1] to a ``(z, H, W)`` target-domain volume in
+    [-1, 1] on the same grid (the data layer converts units and geometry before and after), ``save(dir)``, which
+    writes ``meta.json`` with ``"component"`` = the registered name, and a classmethod ``load(dir, device="cpu")``.
+    See :class:`da_seg.translators.Translator` and :func:`da_seg.translators.load_translator`.
     """
 
 
@@ -45,7 +48,11 @@ def register_segmenters(register: Any) -> None:
 
 @hookspec
 def register_losses(register: Any) -> None:
-    """Register losses: factories returning a callable ``loss(prediction, target) -> scalar tensor``."""
+    """Register losses: factories returning a callable ``loss(prediction, target) -> scalar tensor``.
+
+    A segmentation loss receives the segmenter's logits ``(B, C, H, W)`` and a target of the same shape in {0, 1}
+    (``multiclass = "softmax"``: one-hot with the background in channel 0).
+    """
 
 
 @hookspec
@@ -67,8 +74,11 @@ def register_metrics(register: Any) -> None:
 
 @hookspec
 def register_intensities(register: Any) -> None:
-    """Register intensity presets: factories returning an object with ``forward(array) -> array`` in [-1, 1] and,
-    when exact inversion is possible, ``inverse(array) -> array`` in the modality's units."""
+    """Register intensity presets: factories returning an object with ``fit(array) -> stats`` (a dict of floats,
+    per volume; ``{}`` when there are none), ``forward(array, stats) -> array`` in [-1, 1], ``inverse(array, stats)``
+    back to the modality's units, ``padding_value`` (what padding becomes, usually -1), ``settings`` (a dict with
+    ``name`` and the factory's arguments, which rebuilds the preset) and, optionally, ``check(array, source)`` raising
+    `da_seg.DataError` for a volume that cannot be in the preset's units. See :mod:`da_seg.intensity`."""
 
 
 @hookspec

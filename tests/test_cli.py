@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from da_seg import __version__
@@ -77,3 +78,80 @@ def test_every_command_is_documented() -> None:
     names = [c.name or c.callback.__name__ for c in app.registered_commands]
     missing = [n for n in names if f"daseg {n}" not in doc]
     assert not missing, f"commands missing from docs/cli.md: {missing}"
+
+
+def _validate_with_plugin(tmp_path: Path, config_text: str, **hooks):
+    """``daseg validate`` on ``config_text`` with an inline plugin implementing ``hooks``, unregistered after."""
+    import types
+
+    from da_seg import hookimpl
+    from da_seg.plugins import load_plugins, unload_plugin
+
+    plugin = types.ModuleType("validate_test_plugin")
+    for hook, fn in hooks.items():
+        setattr(plugin, hook, hookimpl(fn))
+    config = tmp_path / "bad.toml"
+    config.write_text('task = "prostate_mr2ct"\n[data]\nsize = [32, 32]\n[segmentation]\n' + config_text)
+    load_plugins([plugin])
+    try:
+        return invoke("validate", str(config))
+    finally:
+        unload_plugin(plugin)
+
+
+class _Halving(torch.nn.Module):
+    """A wrong segmenter: its output is half the input's spatial size."""
+
+    def __init__(self, in_channels: int, classes: int = 1) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, classes, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class _Labels(_Halving):
+    """A wrong segmenter: it returns integer labels instead of logits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, :1] > 0).long()
+
+
+def _bad_segmenters(register) -> None:
+    register("bad_halving", _Halving)
+    register("bad_labels", _Labels)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("bad_halving", "maps a batch (1, 3, 32, 32) to a float32 tensor of shape (1, 1, 16, 16)"),
+        ("bad_labels", "maps a batch (1, 3, 32, 32) to a int64 tensor of shape (1, 1, 32, 32)"),
+    ],
+)
+def test_validate_runs_the_segmenter_once_and_names_a_bad_output(tmp_path: Path, model: str, message: str) -> None:
+    result = _validate_with_plugin(tmp_path, f'model = "{model}"\n', register_segmenters=_bad_segmenters)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: segmentation.model: segmenter '{model}'"), lines
+    assert message in lines[0] and "(B, classes, H, W)" in lines[0]
+
+
+def test_validate_checks_the_loss_returns_a_scalar(tmp_path: Path) -> None:
+    result = _validate_with_plugin(
+        tmp_path,
+        'model = { name = "resunet25d", base = 4, depth = 2 }\nloss = "per_pixel"\n',
+        register_losses=lambda register: register("per_pixel", lambda: lambda a, b: (a - b) ** 2),
+    )
+    assert result.exit_code == 2, result.output
+    assert "segmentation.loss: loss 'per_pixel' returned a float32 tensor of shape (1, 1, 32, 32)" in result.stderr
+
+
+def test_validate_expects_the_background_channel_with_softmax(tmp_path: Path) -> None:
+    config = tmp_path / "softmax.toml"
+    config.write_text(
+        'task = "prostate_mr2ct"\n[data]\nsize = [32, 32]\n[segmentation]\nmulticlass = "softmax"\nloss = "ce"\n'
+        'model = { name = "resunet25d", base = 4, depth = 2 }\n'
+    )
+    result = invoke("validate", str(config))
+    assert result.exit_code == 0, result.output

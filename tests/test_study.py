@@ -4,15 +4,62 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from da_seg.cli import app
+from da_seg.errors import ConfigError
 from da_seg.study import parse_segmenter, run_study
 
 
 def test_parse_segmenter() -> None:
     assert parse_segmenter("resunet25d") == {"name": "resunet25d"}
     assert parse_segmenter("smp:FPN/tu-resnet10t") == {"name": "smp", "arch": "FPN", "encoder": "tu-resnet10t"}
+
+
+@pytest.mark.parametrize(
+    ("text", "config_model", "expected"),
+    [
+        ("resunet25d:base=8,depth=3", None, {"name": "resunet25d", "base": 8, "depth": 3}),
+        # the config's own segmenter: its arguments are the defaults (bench once ran tinynet at width 8, not 4)
+        ("resunet25d", {"name": "resunet25d", "base": 4, "depth": 2}, {"name": "resunet25d", "base": 4, "depth": 2}),
+        (
+            "resunet25d:depth=3",
+            {"name": "resunet25d", "base": 4, "depth": 2},
+            {"name": "resunet25d", "base": 4, "depth": 3},
+        ),
+        (
+            "smp:Unet/resnet18",
+            {"name": "resunet25d", "base": 4},
+            {"name": "smp", "arch": "Unet", "encoder": "resnet18"},
+        ),
+        (
+            "smp:Unet/resnet18,encoder_depth=3,decoder_channels=[32, 16, 8]",
+            None,
+            {"name": "smp", "arch": "Unet", "encoder": "resnet18", "encoder_depth": 3, "decoder_channels": [32, 16, 8]},
+        ),
+        (
+            'x:rate=0.5,norm=true,act=relu,tag="a,b"',
+            None,
+            {"name": "x", "rate": 0.5, "norm": True, "act": "relu", "tag": "a,b"},
+        ),
+    ],
+)
+def test_parse_segmenter_arguments(text: str, config_model: dict | None, expected: dict) -> None:
+    assert parse_segmenter(text, config_model) == expected
+
+
+@pytest.mark.parametrize("text", ["resunet25d:base", "resunet25d:=3", ":base=3", "resunet25d:name=smp"])
+def test_parse_segmenter_refuses_what_is_not_key_value(text: str) -> None:
+    with pytest.raises(ConfigError, match="--segmenter"):
+        parse_segmenter(text)
+
+
+def test_bench_refuses_a_bad_segmenter_argument_before_training(tmp_path: Path, tiny_config) -> None:
+    result = CliRunner().invoke(app, ["bench", str(tiny_config(tmp_path)), "--segmenter", "resunet25d:bas=8"])
+    assert result.exit_code == 2, result.output
+    assert "--segmenter 'resunet25d:bas=8'" in result.stderr and "did you mean 'base'" in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing trained, no run directory
 
 
 def test_bench_three_segmenters(tmp_path: Path, tiny_config) -> None:

@@ -1,33 +1,15 @@
-"""Hook implementations. da_seg calls each ``register_*`` hook with a ``register(name, factory)`` callback."""
+"""Hook implementations: da_seg calls each ``register_*`` hook with a ``register(name, factory)`` callback."""
 
 from __future__ import annotations
 
-import kornia.augmentation as K
-from torch import Tensor, nn
-
 from da_seg import hookimpl
-
-
-class TinyFCN(nn.Module):
-    """Three 3x3 conv layers: (B, in_channels, H, W) -> logits (B, classes, H, W)."""
-
-    def __init__(self, in_channels: int, classes: int = 1, width: int = 16) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(width, classes, 1),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
-def example_blur(max_sigma: float = 1.0, p: float = 0.5) -> nn.Module:
-    """Random Gaussian blur of the image (masks are left alone by kornia's intensity ops)."""
-    return K.RandomGaussianBlur(kernel_size=(5, 5), sigma=(0.1, max_sigma), p=p)
+from daseg_example_plugin.augmentation import example_blur
+from daseg_example_plugin.intensity import MinMax
+from daseg_example_plugin.loss import FocalLoss
+from daseg_example_plugin.metric import sensitivity
+from daseg_example_plugin.segmenter import TinyFCN
+from daseg_example_plugin.task import example_mr2ct
+from daseg_example_plugin.translator import MomentMatching
 
 
 @hookimpl
@@ -36,5 +18,30 @@ def register_segmenters(register) -> None:
 
 
 @hookimpl
+def register_losses(register) -> None:
+    register("example_focal", FocalLoss)
+
+
+@hookimpl
 def register_augmentations(register) -> None:
     register("example_blur", example_blur)
+
+
+@hookimpl
+def register_translators(register) -> None:
+    register(MomentMatching.name, MomentMatching)
+
+
+@hookimpl
+def register_metrics(register) -> None:
+    register("example_sensitivity", sensitivity)  # a metric is registered as the function itself
+
+
+@hookimpl
+def register_intensities(register) -> None:
+    register("example_minmax", MinMax)
+
+
+@hookimpl
+def register_tasks(register) -> None:
+    register("example_mr2ct", example_mr2ct)
