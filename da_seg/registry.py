@@ -119,15 +119,22 @@ class Registry:
     def create(self, name: str, **kwargs: Any) -> Any:
         """Build ``name`` with ``kwargs``; ``None`` values are dropped so the factory's defaults hold.
 
-        Keyword arguments the factory does not accept are reported against its signature.
+        Keyword arguments the factory does not accept (or required ones missing) are reported against its signature,
+        and so is a `ConfigError` the factory raises for a bad value: both are config mistakes (exit code 2). Any
+        other exception is a bug in the component and propagates with its traceback and a note naming the
+        component and its plugin.
         """
         factory = self.get(name)
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         check_kwargs(factory, kwargs, f"{self.kind} '{name}'")
         try:
             return factory(**kwargs)
-        except (TypeError, ValueError) as err:
+        except ConfigError as err:  # the factory refused an argument's value: the user's to fix
             raise ConfigError(f"{self.kind} '{name}': {err}") from err
+        except Exception as err:  # a bug in the component: keep the traceback, say whose code it is
+            entry = self._entries[name]
+            err.add_note(f"raised while building {self.kind} '{name}' of plugin '{entry.plugin}' ({entry.location})")
+            raise
 
     def build(self, spec: str | Mapping[str, Any], **defaults: Any) -> Any:
         """Build from a config table ``{name = "...", ...}`` (or a bare name); ``defaults`` fill unset keys."""
@@ -154,6 +161,11 @@ def check_kwargs(factory: Factory, kwargs: Mapping[str, Any], what: str) -> None
         return
     accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = [k for k in kwargs if k not in accepted]
+    missing = [n for n in accepted if params[n].default is params[n].empty and n not in kwargs]
+    if missing and not unknown:
+        raise ConfigError(
+            f"{what} needs argument {', '.join(repr(m) for m in missing)}; accepted: {', '.join(accepted)}"
+        )
     if unknown:
         hints = []
         for k in unknown:

@@ -21,13 +21,24 @@ from torch import Tensor, nn
 from da_seg.errors import ConfigError, DataError
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an unavailable CUDA request is a clear error."""
+def resolve_device(device: str = "auto", key: str = "runtime.device") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; an unknown or unavailable device is a `ConfigError` naming ``key``
+    (``runtime.device`` in a config, ``--device`` on the command line)."""
+    import re
+
+    from da_seg.config import DEVICE_HELP, DEVICE_PATTERN
+
+    if not isinstance(device, str) or not re.fullmatch(DEVICE_PATTERN, device):
+        raise ConfigError(f"{key} = {device!r}: {DEVICE_HELP}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"runtime.device = '{device}' but no CUDA GPU is available; use 'auto' or 'cpu'")
+        raise ConfigError(f"{key} = '{device}' but no CUDA GPU is available; use 'auto' or 'cpu'")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"{key} = '{device}' but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key} = 'mps' but Apple's MPS backend is not available here; use 'auto' or 'cpu'")
     return dev
 
 
@@ -172,7 +183,14 @@ def load_state(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory) / "state.pt"
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, or a pickle holding code (never executed with weights_only=True)
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise DataError(
+            f"{path}: unreadable training state ({reason}); delete it to restart that stage from its weights, "
+            "or rerun with --force"
+        ) from None
 
 
 # -- progress and logs ----------------------------------------------------------------------------------------

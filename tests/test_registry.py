@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from da_seg.errors import ConfigError
@@ -67,13 +69,42 @@ def test_bad_keyword_reported_against_signature(reg: Registry) -> None:
         reg.create("resunet25d", in_channels=1, widht=3)
 
 
-def test_factory_value_errors_become_config_errors(reg: Registry) -> None:
+def test_factory_config_errors_name_the_component(reg: Registry) -> None:
     def picky(size: int) -> None:
-        raise ValueError("size must be even")
+        raise ConfigError("size must be even")
 
     reg.register("picky", picky)
     with pytest.raises(ConfigError, match="segmenter 'picky': size must be even"):
         reg.create("picky", size=3)
+
+
+def test_other_errors_inside_a_factory_are_bugs_with_their_traceback(reg: Registry) -> None:
+    """Issue 19: a ValueError/TypeError from a component's own code used to become a config error (exit 2)."""
+
+    def buggy(size: int) -> None:
+        return [1, 2][size]
+
+    reg.register("buggy", buggy)
+    with pytest.raises(IndexError) as info:
+        reg.create("buggy", size=3)
+    assert "raised while building segmenter 'buggy' of plugin '<direct>'" in info.value.__notes__[0]
+    assert info.traceback[-1].name == "buggy"  # the component's own frame is kept
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "segmenter 'typed' needs argument 'size'"),
+        ({"size": 2, "colour": 3}, "got unknown argument 'colour'"),
+    ],
+)
+def test_arguments_are_checked_against_the_signature(reg: Registry, kwargs: dict, message: str) -> None:
+    def typed(size: int, scale: float = 1.0, label: str = "x") -> int:
+        return size
+
+    reg.register("typed", typed)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        reg.create("typed", **kwargs)
 
 
 def test_the_kinds_of_components() -> None:

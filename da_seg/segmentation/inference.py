@@ -13,7 +13,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor, nn
 
-from da_seg.errors import DataError
+from da_seg.errors import ConfigError, DataError
 from da_seg.registry import SEGMENTERS
 from da_seg.slices import neighbour_index
 from da_seg.training import (
@@ -287,16 +287,20 @@ def predict(
     tta_flip: bool | None = None,
 ) -> list[Path]:
     """`predict_file` for one image, or for every volume in a folder (masks ``<output>/<case>.nii.gz``)."""
-    from da_seg.volume import volume_id
+    from da_seg.volume import check_outputs, volume_id
 
     inputs, output = Path(inputs), Path(output)
     if not inputs.exists():
         raise DataError(f"input not found: {inputs}")
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise ConfigError(f"threshold = {threshold}: must be a probability in (0, 1), e.g. 0.5 (--threshold)")
+    if is_volume_folder(inputs):
+        pairs = [(f, output / f"{volume_id(f)}.nii.gz") for f in _inputs(inputs)]
+        if not pairs:
+            raise DataError(f"{inputs}: no image files found")
+    else:
+        pairs = [(inputs, output)]
+    check_outputs(pairs)
     segmenter = TrainedSegmenter.load(model_dir, device)
     options = {"threshold": threshold, "largest_component": largest_component, "tta_flip": tta_flip}
-    if not is_volume_folder(inputs):
-        return [predict_file(segmenter, inputs, output, **options)]
-    files = _inputs(inputs)
-    if not files:
-        raise DataError(f"{inputs}: no image files found")
-    return [predict_file(segmenter, f, output / f"{volume_id(f)}.nii.gz", **options) for f in files]
+    return [predict_file(segmenter, f, out, **options) for f, out in pairs]

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from da_seg.errors import ConfigError
+
 
 def _norm(channels: int) -> nn.Module:
     return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
@@ -109,7 +111,7 @@ class UnetGenerator(_PadToMultiple):
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 64, depth: int = 7) -> None:
         if depth < 2:
-            raise ValueError(f"unet depth must be >= 2, got {depth}")
+            raise ConfigError(f"unet depth must be >= 2, got {depth}")
         widths = [width * min(2**i, 8) for i in range(depth)]
         level: nn.Module | None = None
         for i in range(depth - 1, 0, -1):
@@ -156,4 +158,4 @@ def build_generator(kind: str, channels: int, width: int, blocks: int, depth: in
         return ResnetGenerator(channels, channels, width, blocks)
     if kind == "unet":
         return UnetGenerator(channels, channels, width, depth)
-    raise ValueError(f"generator must be 'resnet' or 'unet', got {kind!r}")
+    raise ConfigError(f"generator must be 'resnet' or 'unet', got {kind!r}")
