@@ -259,15 +259,25 @@ def predict_cmd(
 
 
 def _add_plugin_commands() -> None:
+    """Each plugin's ``register_commands``; one that fails is reported in one line and the others still run."""
     from da_seg.plugins import load_plugins
 
     try:
-        load_plugins().hook.register_commands(app=app)
+        impls = load_plugins().hook.register_commands.get_hookimpls()
     except DasegError as err:  # a broken plugin must not make the CLI unusable
-        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+        return
+    for impl in impls:
+        try:
+            impl.function(app=app)
+        except Exception as err:
+            message = f"plugin '{impl.plugin_name}' could not add its commands ({type(err).__name__}: {err})"
+            err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
 
 def main() -> None:
     """Console-script entry point."""
-    _add_plugin_commands()
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # a skipped plugin: one line, as inside the commands
+        _add_plugin_commands()
     app()

@@ -90,6 +90,11 @@ class Registry:
 
         load_plugins()
 
+    def entry(self, name: str) -> Entry:
+        """The `Entry` (factory, plugin, location) of ``name``; unknown names as in `get`."""
+        self.get(name)
+        return self._entries[name]
+
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching a glob ``pattern``."""
         self._ensure_loaded()

@@ -126,9 +126,12 @@ class TrainedSegmenter:
         return Path(directory)
 
     def _meta(self, **extra: Any) -> dict[str, Any]:
+        from da_seg.plugins import component_origin
+
         return {
             "component": COMPONENT,
             "model": self.spec,
+            "plugin": component_origin(SEGMENTERS, _spec_name(self.spec)),
             "context": self.context,
             "classes": self.classes,
             "multiclass": self.multiclass,
@@ -156,10 +159,14 @@ class TrainedSegmenter:
         if meta.get("component") != COMPONENT:
             raise DataError(f"{directory}: not a segmenter model (component '{meta.get('component')}')")
         device = resolve_device(device) if isinstance(device, str) else device
+        if _spec_name(meta.get("model")) not in SEGMENTERS:
+            from da_seg.plugins import missing_component
+
+            raise missing_component("segmenter", _spec_name(meta.get("model")), meta.get("plugin"), directory)
         multiclass = meta.get("multiclass", "sigmoid")
         model = build_segmenter(meta["model"], meta["context"], meta["classes"], multiclass)
         load_checkpoint(directory, {"model": model}, component=COMPONENT, map_location=device)
-        known = {"component", "model", "context", "classes", "multiclass", "batch_size", "domain", "defaults"}
+        known = {"component", "model", "plugin", "context", "classes", "multiclass", "batch_size", "domain", "defaults"}
         return cls(
             model=model.to(device).eval(),
             spec=meta["model"],
@@ -174,6 +181,11 @@ class TrainedSegmenter:
             multiclass=multiclass,
             channels_last=channels_last,
         )
+
+
+def _spec_name(spec: Any) -> str:
+    """The registered name in a component spec (``"name"`` or ``{"name": "name", ...}``)."""
+    return str(spec.get("name") if isinstance(spec, Mapping) else spec)
 
 
 def largest_components(labels: np.ndarray) -> np.ndarray:

@@ -77,18 +77,33 @@ def load_translator(directory: str | Path, device: torch.device | str = "cpu") -
     if not isinstance(name, str):
         raise DataError(f"{directory / META} does not name a translator component; was it written by save()?")
     if name not in TRANSLATORS:
-        raise DataError(f"{directory}: holds a '{name}' checkpoint, not a translator; give a translator model folder")
+        if name in NOT_TRANSLATORS:
+            raise DataError(
+                f"{directory}: holds a '{name}' checkpoint, not a translator; give a translator model folder"
+            )
+        from da_seg.plugins import missing_component
+
+        raise missing_component("translator", name, meta.get("plugin"), directory)
     return TRANSLATORS.get(name).load(directory, device=device)
 
 
 DOMAINS = "domains.json"
+NOT_TRANSLATORS = ("segmenter",)
+"""``component`` values of the other saved models (a segmenter folder given where a translator is expected)."""
 
 
 def save_domains(directory: str | Path, source: Any, target: Any) -> None:
-    """Record the source and target `Domain` beside a saved translator, so `translate_file` can prepare raw files."""
+    """Record the source and target `Domain` beside a saved translator, so `translate_file` can prepare raw files,
+    and which plugin (package) provides the translator in its meta.json, so a machine without it says what to
+    install."""
+    from da_seg.plugins import component_origin
     from da_seg.training import write_json
 
-    write_json(Path(directory) / DOMAINS, {"source": source.settings, "target": target.settings})
+    directory = Path(directory)
+    write_json(directory / DOMAINS, {"source": source.settings, "target": target.settings})
+    meta = read_json(directory / META)
+    if isinstance(meta.get("component"), str) and "plugin" not in meta:
+        write_json(directory / META, {**meta, "plugin": component_origin(TRANSLATORS, meta["component"])})
 
 
 def translate_file(
