@@ -7,6 +7,7 @@ import json
 import os
 import random
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,7 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise DataError(f"missing file: {path}") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path} is not valid JSON ({err}); the file may be damaged") from None
 
 
@@ -184,9 +185,15 @@ def load_state(directory: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols before refusing them
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, or a pickle holding code (never executed with weights_only=True)
-        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        text = str(err).strip() or type(err).__name__
+        if "Weights only load failed" in text:
+            reason = "a pickle holding more than tensors and plain data; nothing in it was run"
+        else:
+            reason = text.splitlines()[0].split(". ")[0][:160]
         raise DataError(
             f"{path}: unreadable training state ({reason}); delete it to restart that stage from its weights, "
             "or rerun with --force"
