@@ -117,7 +117,7 @@ def _add(pm: pluggy.PluginManager, plugin: object, name: str | None, *, strict: 
         try:
             registered = pm.register(plugin, name=name)
         except (ValueError, pluggy.PluginValidationError) as err:
-            raise ConfigError(f"plugin '{name}' is invalid: {err}") from None
+            raise ConfigError(f"plugin '{name}' is invalid: {' '.join(str(err).split())}") from None
         name = registered or name
         assert name is not None
         _check_hooks(pm, plugin, name)
@@ -158,7 +158,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
 
 
 def _report_failure(name: str, err: BaseException) -> None:
-    message = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}"
+    message = " ".join((str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}").split())
     _state.failed[name] = message
     warnings.warn(
         f"da_seg plugin '{name}' failed to load ({message}); it is skipped. "
