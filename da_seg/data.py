@@ -41,8 +41,8 @@ from da_seg.volume import (
 )
 
 MANIFEST = "manifest.csv"
-MIN_INPLANE = 8
-"""Fewest in-plane pixels a volume may cover on the common grid (the smallest ``data.size`` too)."""
+MIN_INPLANE = 4
+"""Fewest in-plane pixels a volume may cover on the common grid (fewer: a line or a point, not an image)."""
 CACHE_VERSION = 1
 
 

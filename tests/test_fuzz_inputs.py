@@ -304,7 +304,7 @@ def _parent_link(path: Path) -> Path:
         (_huge_spacing, ["a 5000 x 20000 x 20000 voxel grid needs", "use a coarser spacing (data.spacing)"]),
         (_png, ["the file is a PNG image but named .nii.gz", "rename it to match its format"]),
         (_uncompressed, ["the file is an uncompressed NIfTI but named .nii.gz", "rename it"]),
-        (_one_voxel, ["covers only 1 x 1 pixels in-plane on the common grid", "the networks need at least 8"]),
+        (_one_voxel, ["covers only 1 x 1 pixels in-plane on the common grid", "the networks need at least 4"]),
         (_dicom_gap, ["DICOM slice positions are not evenly spaced: 12.00 mm between slice002.dcm and slice004.dcm"]),
         (_self_link, ["a symlink loop or a broken link; remove it"]),
         (_parent_link, ["links back to", "a folder that contains it (a symlink loop)"]),
