@@ -44,8 +44,8 @@ def random_ratio_crop(size: Size, min_ratio: float = 0.5, max_ratio: float = 1.0
     )
 
 
-def rotation(degrees: float = 10.0, p: float = 0.5) -> nn.Module:
-    """Rotate by an angle uniform in ``[-degrees, degrees]`` about the centre."""
+def rotation(degrees: float | tuple[float, float] = 10.0, p: float = 0.5) -> nn.Module:
+    """Rotate by an angle uniform in ``[-degrees, degrees]`` (or in ``[low, high]`` for a pair) about the centre."""
     return K.RandomRotation(degrees=degrees, p=p)
 
 

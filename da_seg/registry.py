@@ -15,9 +15,12 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import numbers
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from da_seg.errors import ConfigError
 
@@ -155,6 +158,16 @@ class Registry:
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
 
 
+SCALARS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "int": ("an integer", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)),
+    "float": ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)),
+    "bool": ("true or false", lambda v: isinstance(v, bool | np.bool_)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+}
+"""Parameters annotated with exactly one of these types are checked before the factory runs, so a config value of
+the wrong type is a config error rather than an exception deep inside the component."""
+
+
 def check_kwargs(factory: Factory, kwargs: Mapping[str, Any], what: str) -> None:
     """Raise a `ConfigError` naming ``what`` when ``kwargs`` do not fit ``factory``'s signature."""
     try:
@@ -166,6 +179,11 @@ def check_kwargs(factory: Factory, kwargs: Mapping[str, Any], what: str) -> None
         return
     accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = [k for k in kwargs if k not in accepted]
+    for key, value in kwargs.items():
+        annotation = params[key].annotation if key in params else None
+        expected = SCALARS.get(getattr(annotation, "__name__", annotation))
+        if expected is not None and not expected[1](value):
+            raise ConfigError(f"{what}: argument '{key}' = {value!r} is not {expected[0]}")
     missing = [n for n in accepted if params[n].default is params[n].empty and n not in kwargs]
     if missing and not unknown:
         raise ConfigError(

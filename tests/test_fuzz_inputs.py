@@ -212,13 +212,16 @@ def test_phantom_with_a_negative_seed(tmp_path: Path, phantom_app: typer.Typer) 
         ("[data.phantom]\nseed = -3", "key 'data.phantom.seed' = -3"),
         ("[data]\nspacing = [3.0, 0.01, 0.01]", "every spacing must be at least 0.1 mm"),
         ("[segmentation]\nval_fraction = 0.99", "key 'segmentation.val_fraction' = 0.99"),
+        ('translator = { name = "cyclegan", width = "four" }', "argument 'width' = 'four' is not an integer"),
+        ('[segmentation]\naugment = [{ name = "rotation", p = "often" }]', "argument 'p' = 'often' is not a number"),
     ],
-    ids=["device", "device-index", "seed", "phantom-seed", "spacing", "val-fraction"],
+    ids=["device", "device-index", "seed", "phantom-seed", "spacing", "val-fraction", "type", "augment-type"],
 )
 def test_validate_refuses_what_run_would(tmp_path: Path, text: str, fragment: str) -> None:
     """Issue 19: these passed ``daseg validate`` (and ``device = "tpu"`` crashed ``daseg run`` with a traceback)."""
     path = tmp_path / "bad.toml"
-    path.write_text(f'task = "prostate_mr2ct"\ntranslator = "identity"\n{text}\n')
+    translator = "" if text.startswith("translator") else 'translator = "identity"\n'
+    path.write_text(f'task = "prostate_mr2ct"\n{translator}{text}\n')
     fails(invoke("validate", path), fragment)
     fails(invoke("run", path), fragment)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from da_seg.errors import ConfigError
@@ -96,6 +97,11 @@ def test_other_errors_inside_a_factory_are_bugs_with_their_traceback(reg: Regist
     [
         ({}, "segmenter 'typed' needs argument 'size'"),
         ({"size": 2, "colour": 3}, "got unknown argument 'colour'"),
+        ({"size": "four"}, "argument 'size' = 'four' is not an integer"),
+        ({"size": 2, "scale": "big"}, "argument 'scale' = 'big' is not a number"),
+        ({"size": 2.5}, "argument 'size' = 2.5 is not an integer"),
+        ({"size": True}, "argument 'size' = True is not an integer"),
+        ({"size": 2, "label": 3}, "argument 'label' = 3 is not a string"),
     ],
 )
 def test_arguments_are_checked_against_the_signature(reg: Registry, kwargs: dict, message: str) -> None:
@@ -105,6 +111,7 @@ def test_arguments_are_checked_against_the_signature(reg: Registry, kwargs: dict
     reg.register("typed", typed)
     with pytest.raises(ConfigError, match=re.escape(message)):
         reg.create("typed", **kwargs)
+    assert reg.create("typed", size=np.int64(2), scale=3) == 2  # numpy integers, an int where a float is expected
 
 
 def test_the_kinds_of_components() -> None:
