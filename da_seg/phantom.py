@@ -135,7 +135,7 @@ def _claim(out: Path, settings: dict[str, object]) -> None:
                 "(a phantom is only rewritten with the same settings)"
             )
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({**settings, "complete": False}))  # the caller's marker replaces it when done
+    marker.write_text(json.dumps({**settings, "complete": False}))  # write_layout rewrites it when every file is there
 
 
 def _write(folder: Path, name: str, rendered: PhantomImage, labels: bool) -> None:
