@@ -23,6 +23,7 @@ from typing import Any
 import kornia.augmentation as K
 from torch import Tensor, nn
 
+from da_seg.errors import ConfigError
 from da_seg.hookspecs import hookimpl
 from da_seg.registry import AUGMENTATIONS
 
@@ -37,15 +38,15 @@ def random_ratio_crop(size: Size, min_ratio: float = 0.5, max_ratio: float = 1.0
     side is ``sqrt(area fraction)`` of the image side, in ``[min_ratio, max_ratio]``; the position is uniform.
     """
     if not 0 < min_ratio <= max_ratio <= 1:
-        raise ValueError(f"need 0 < min_ratio <= max_ratio <= 1, got {min_ratio}, {max_ratio}")
+        raise ConfigError(f"need 0 < min_ratio <= max_ratio <= 1, got {min_ratio}, {max_ratio}")
     aspect = size[1] / size[0]
     return K.RandomResizedCrop(
         size=tuple(size), scale=(min_ratio**2, max_ratio**2), ratio=(aspect, aspect), p=p, cropping_mode="resample"
     )
 
 
-def rotation(degrees: float = 10.0, p: float = 0.5) -> nn.Module:
-    """Rotate by an angle uniform in ``[-degrees, degrees]`` about the centre."""
+def rotation(degrees: float | tuple[float, float] = 10.0, p: float = 0.5) -> nn.Module:
+    """Rotate by an angle uniform in ``[-degrees, degrees]`` (or in ``[low, high]`` for a pair) about the centre."""
     return K.RandomRotation(degrees=degrees, p=p)
 
 
@@ -66,7 +67,7 @@ def flip(horizontal: bool = True, vertical: bool = False, p: float = 0.5) -> lis
 def centre_crop(size: Size, ratio: float = 0.5) -> list[nn.Module]:
     """Keep the central ``ratio`` of each side and resize back to ``size`` (the paper crops CT by 50%)."""
     if not 0 < ratio <= 1:
-        raise ValueError(f"centre_crop ratio must be in (0, 1], got {ratio}")
+        raise ConfigError(f"centre_crop ratio must be in (0, 1], got {ratio}")
     crop = (max(1, round(size[0] * ratio)), max(1, round(size[1] * ratio)))
     return [K.CenterCrop(size=crop), K.Resize(size=tuple(size))]
 

@@ -160,13 +160,13 @@ def translate_cmd(
     inputs: Path = typer.Argument(..., help="Source image file, DICOM folder, or a folder of them."),
     model: Path = typer.Option(..., "--model", help="Trained translator folder (e.g. runs/NAME/translator/model)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (or folder for a folder input)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
 ) -> None:
     """Translate source images (e.g. MR) into the target modality (e.g. SynCT in HU), keeping their geometry."""
     from da_seg.training import resolve_device
     from da_seg.translators import translate_files
 
-    written = translate_files(model, inputs, output, device=resolve_device(device))
+    written = translate_files(model, inputs, output, device=resolve_device(device, "--device"))
     console.print(f"[green]wrote[/green] {len(written)} volume(s): {written[0] if len(written) == 1 else output}")
 
 
@@ -239,7 +239,7 @@ def predict_cmd(
         ..., "--model", help="Trained segmenter directory (holds meta.json).", show_default=False
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Mask file, or output folder for a folder input."),
-    device: str = typer.Option("auto", "--device", help="'auto', 'cpu', 'cuda'."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
     threshold: float = typer.Option(None, "--threshold", help="Probability threshold (default: the model's)."),
     tta_flip: bool = typer.Option(None, "--tta-flip/--no-tta-flip", help="Average with the left-right flip."),
     largest_component: bool = typer.Option(
@@ -248,12 +248,13 @@ def predict_cmd(
 ) -> None:
     """Segment CT images with a trained segmenter; masks keep each input's size, spacing, origin and direction."""
     from da_seg.segmentation import predict
+    from da_seg.training import resolve_device
 
     written = predict(
         model,
         inputs,
         output,
-        device=device,
+        device=resolve_device(device, "--device"),
         threshold=threshold,
         largest_component=largest_component,
         tta_flip=tta_flip,
@@ -263,15 +264,25 @@ def predict_cmd(
 
 
 def _add_plugin_commands() -> None:
+    """Each plugin's ``register_commands``; one that fails is reported in one line and the others still run."""
     from da_seg.plugins import load_plugins
 
     try:
-        load_plugins().hook.register_commands(app=app)
+        impls = load_plugins().hook.register_commands.get_hookimpls()
     except DasegError as err:  # a broken plugin must not make the CLI unusable
-        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+        return
+    for impl in impls:
+        try:
+            impl.function(app=app)
+        except Exception as err:
+            message = f"plugin '{impl.plugin_name}' could not add its commands ({type(err).__name__}: {err})"
+            err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
 
 def main() -> None:
     """Console-script entry point."""
-    _add_plugin_commands()
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # a skipped plugin: one line, as inside the commands
+        _add_plugin_commands()
     app()

@@ -7,6 +7,7 @@ are checked against their registry by :func:`da_seg.api.validate`, which builds 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +20,10 @@ ComponentSpec = dict[str, Any]
 """A component table: ``{name = "registered-name", other = "keyword arguments"}``."""
 
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+MIN_SPACING_MM = 0.1
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:[0-9]+)?"
+"""Device strings a config or ``--device`` may name (`da_seg.training.resolve_device` enforces it too)."""
+DEVICE_HELP = "unknown device; use 'auto', 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps'"
 
 
 class Strict(BaseModel):
@@ -41,7 +46,7 @@ class PhantomConfig(Strict):
     n_evaluation: int = Field(8, ge=1, description="labelled target-domain subjects kept for evaluation only")
     n_target_labelled: int = Field(8, ge=0, description="labelled target subjects for the oracle baseline (0: none)")
     paired: bool = Field(True, description="also render each source subject in the target modality (fidelity)")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     cache: Path | None = Field(None, description="where to write it; default ~/.cache/da_seg/phantom/<task>-<hash>")
 
 
@@ -72,8 +77,8 @@ class DataConfig(Strict):
     @field_validator("spacing")
     @classmethod
     def _positive_spacing(cls, v: tuple[float, float, float] | None) -> Any:
-        if v is not None and min(v) <= 0:
-            raise ValueError("every spacing must be > 0 mm")
+        if v is not None and min(v) < MIN_SPACING_MM:
+            raise ValueError(f"every spacing must be at least {MIN_SPACING_MM} mm (finer grids do not fit in memory)")
         return v
 
     @field_validator("size")
@@ -106,7 +111,9 @@ class SegmentationConfig(Strict):
         "per structure, argmax (ce, softmax_dice, ce_dice)",
     )
     augment: list[ComponentSpec] = Field(default_factory=lambda: [dict(a) for a in DEFAULT_AUGMENT])
-    val_fraction: Probability = 0.2
+    val_fraction: float = Field(
+        0.2, gt=0.0, le=0.5, description="share of the training subjects held out for validation (at most half)"
+    )
     folds: int = Field(1, ge=1, description="k-fold cross-validation over the source subjects (1: one split)")
     threshold: Probability = 0.5
     tta_flip: bool = False
@@ -123,7 +130,7 @@ class SegmentationConfig(Strict):
 class RuntimeConfig(Strict):
     """How compute is used; the same config runs on a laptop CPU and a GPU machine."""
 
-    device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'")
+    device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1', 'mps'")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "bf16", description="autocast dtype; fp16 only on GPU; bf16 measured 2-3x faster (docs/performance.md)"
     )
@@ -134,6 +141,13 @@ class RuntimeConfig(Strict):
     compile: bool = False
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     deterministic: bool = Field(False, description="deterministic GPU kernels (slower); see docs/errors.md")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not re.fullmatch(DEVICE_PATTERN, v):
+            raise ValueError(DEVICE_HELP)
+        return v
 
     def layout(self, part: str) -> bool:
         """Whether ``part`` (``"segmenter"`` or ``"translator"``) trains in channels_last, resolving ``"auto"``.
@@ -178,8 +192,8 @@ class Config(Strict):
     """A whole ``daseg run``: task, data, translator, segmenter, runtime."""
 
     task: str = Field(..., description="registered task name (`daseg plugins` lists them)")
-    name: str | None = Field(None, description="run name; default: the config file's stem")
-    seed: int = 0
+    name: str | None = Field(None, description="run name (a plain folder name); default: the config file's stem")
+    seed: int = Field(0, ge=0)
     output: Path = Field(Path("runs"), description="parent folder of run directories (relative to the cwd)")
     plugins: list[str] = Field(default_factory=list, description="extra plugin modules to load")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -190,6 +204,15 @@ class Config(Strict):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
 
     _names = field_validator("translator", mode="before")(_needs_name)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> Any:
+        if v is not None and (v in ("", ".", "..") or "/" in v or "\\" in v or "\0" in v):
+            raise ValueError(
+                "a run name is a plain folder name (no '/', '\\', '.' or '..'); the run goes to output/name"
+            )
+        return v
 
     @property
     def run_name(self) -> str:
@@ -240,11 +263,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file") from None
+        raise ConfigError(f"{path}: not UTF-8 text; a config is TOML saved as UTF-8") from None
     for dotted, value in (overrides or {}).items():
         set_dotted(data, dotted, value)
     data.setdefault("name", path.stem)

@@ -27,11 +27,13 @@ from da_seg.errors import DataError
 from da_seg.volume import (
     FILE_SUFFIXES,
     Volume,
+    check_fits,
     crop_or_pad,
     geometry_only,
     read_volume,
     resample,
     resample_to,
+    resampled_shape,
     to_canonical,
     uncrop,
     volume_id,
@@ -39,6 +41,8 @@ from da_seg.volume import (
 )
 
 MANIFEST = "manifest.csv"
+MIN_INPLANE = 4
+"""Fewest in-plane pixels a volume may cover on the common grid (fewer: a line or a point, not an image)."""
 CACHE_VERSION = 1
 
 
@@ -140,10 +144,20 @@ class Domain:
         Shape:
             image ``(z', H, W)`` float32 in [-1, 1]; mask ``(z', H, W)`` uint8 or None.
         """
+        source = str(volume.meta.get("path", id or "volume"))
         check = getattr(self.intensity, "check", None)
         if callable(check):
-            check(volume.array, str(volume.meta.get("path", id or "volume")))
+            check(volume.array, source)
         canonical = to_canonical(volume)
+        z, h, w = resampled_shape(canonical, self.spacing_zyx)
+        if min(h, w) < MIN_INPLANE:
+            raise DataError(
+                f"{source}: covers only {h} x {w} pixels in-plane on the common grid ({volume.shape[2]} x "
+                f"{volume.shape[1]} voxels of {volume.spacing[0]:g} x {volume.spacing[1]:g} mm at "
+                f"{self.spacing_zyx[1]:g} mm); the networks need at least {MIN_INPLANE}: check the file's spacing "
+                "or give the whole image"
+            )
+        check_fits((z, *self.size_hw), f"{source} cropped to data.size {list(self.size_hw)}", "use a smaller data.size")
         grid = resample(canonical, self.spacing_zyx)
         stats = self.intensity.fit(grid.array)
         normalised = self.intensity.forward(grid.array, stats)
@@ -209,11 +223,24 @@ def _entries(folder: Path) -> dict[str, Path]:
             continue
         if not (path.is_dir() or volume_suffix(path)):
             continue
+        if path.is_symlink():
+            _check_link(path)
         key = volume_id(path)
         if key in found:
             raise DataError(f"{folder}: two entries for case '{key}' ({found[key].name}, {path.name}); keep one")
         found[key] = path
     return found
+
+
+def _check_link(path: Path) -> None:
+    """A symlinked entry must lead to a file or a folder that does not contain it (no loop, not dangling)."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise DataError(f"{path}: a symlink loop or a broken link; remove it or point it at the image") from None
+    folder = path.parent.resolve()
+    if target.is_dir() and (target == folder or target in folder.parents):
+        raise DataError(f"{path}: links back to {target}, a folder that contains it (a symlink loop); remove it")
 
 
 def _from_manifest(folder: Path, manifest: Path, labelled: bool, binary: bool) -> list[Case]:
@@ -310,6 +337,11 @@ def check_mask(mask: Volume, image: Volume, case: Case) -> np.ndarray:
     array = mask.array.astype(np.uint8)
     if not array.any():
         warnings.warn(f"{label}: mask is empty (no foreground voxel)", EmptyMaskWarning, stacklevel=3)
+    elif image.array.min() == image.array.max():
+        raise DataError(
+            f"{case.image}: the image is constant (every voxel {image.array.flat[0]}) but its label marks "
+            f"{int(np.count_nonzero(array))} voxels; the image is blank or was exported wrongly: export it again"
+        )
     return array
 
 

@@ -11,8 +11,13 @@ class DasegError(Exception):
     """A problem the user can fix: the message names the file or key and says what to do."""
 
 
-class ConfigError(DasegError):
-    """A config value is missing, of the wrong type, out of range or unknown."""
+class ConfigError(DasegError, ValueError):
+    """A config value is missing, of the wrong type, out of range or unknown.
+
+    Also a `ValueError`, so a component factory that checks its arguments raises it and plain Python callers that
+    catch ``ValueError`` still work; `da_seg.registry.Registry.create` reports only these (and arguments that do not
+    fit the signature) as config mistakes; any other exception from a factory is a bug and keeps its traceback.
+    """
 
 
 class DataError(DasegError):

@@ -8,6 +8,7 @@ subjects of different folders never share an anatomy and the same arguments alwa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from da_seg.errors import DataError
+from da_seg.errors import ConfigError, DataError
 from da_seg.volume import Volume, write_volume
 
 
@@ -85,6 +86,17 @@ def write_layout(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; give a folder for the phantom")
+    if seed < 0 or min(n_source, n_target, n_evaluation, n_target_labelled) < 0:
+        raise ConfigError(f"phantom seed and subject counts must be >= 0, got seed {seed}")
+    settings = {
+        "n_source": n_source,
+        "n_target": n_target,
+        "n_evaluation": n_evaluation,
+        "n_target_labelled": n_target_labelled,
+        "paired": paired,
+        "seed": seed,
+    }
+    _claim(out, settings)
     groups = [("source", "mr", n_source), ("target", "ct", n_target), ("evaluation", "eval", n_evaluation)]
     groups.append(("target_labelled", "ctl", n_target_labelled))
     streams = np.random.SeedSequence(seed).spawn(len(groups))
@@ -98,6 +110,32 @@ def write_layout(
                     _write(out / "paired_target", name, render_target(subject_seed), labels=False)
             else:
                 _write(out / folder, name, render_target(subject_seed), labels=folder != "target")
+    (out / PHANTOM_MARKER).write_text(json.dumps(settings))
+
+
+PHANTOM_MARKER = "phantom.json"
+"""The settings a phantom folder was written with; `write_layout` writes only into an empty folder or one whose
+marker holds the same settings (the same files again), so it never mixes two data sets or touches other data."""
+
+
+def _claim(out: Path, settings: dict[str, object]) -> None:
+    marker = out / PHANTOM_MARKER
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            previous = {k: v for k, v in json.loads(marker.read_text()).items() if k != "complete"}
+        except (OSError, ValueError, AttributeError):
+            previous = None
+        if previous is None:
+            raise DataError(
+                f"{out}: folder is not empty and holds no phantom ({PHANTOM_MARKER}); give an empty or new folder"
+            )
+        if previous != settings:
+            raise DataError(
+                f"{out}: holds a phantom written with other settings ({previous}); give an empty or new folder "
+                "(a phantom is only rewritten with the same settings)"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({**settings, "complete": False}))  # write_layout rewrites it when every file is there
 
 
 def _write(folder: Path, name: str, rendered: PhantomImage, labels: bool) -> None:

@@ -10,18 +10,20 @@ user listed it under ``plugins``.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pluggy
 
 from da_seg import hookspecs
-from da_seg.errors import ConfigError
-from da_seg.registry import REGISTRIES
+from da_seg.errors import ConfigError, DataError
+from da_seg.registry import REGISTRIES, Registry
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "da_seg.losses",
@@ -42,6 +44,7 @@ class PluginState:
 
     manager: pluggy.PluginManager | None = None
     failed: dict[str, str] = field(default_factory=dict)
+    packages: dict[str, str] = field(default_factory=dict)
     loading: bool = False
 
 
@@ -54,12 +57,12 @@ def _new_manager() -> pluggy.PluginManager:
     return pm
 
 
-def _register_components(pm: pluggy.PluginManager, plugin_names: set[str]) -> None:
-    """Call every ``register_*`` hook of the given plugins with a callback that records the plugin's name."""
+def _register_components(pm: pluggy.PluginManager, plugin_name: str) -> None:
+    """Call every ``register_*`` hook of one plugin with a callback that records the plugin's name."""
     for hook_name, registry in REGISTRIES.items():
         caller = getattr(pm.hook, f"register_{hook_name}")
         for impl in caller.get_hookimpls():
-            if impl.plugin_name not in plugin_names:
+            if impl.plugin_name != plugin_name:
                 continue
 
             def register(
@@ -78,6 +81,54 @@ def _register_components(pm: pluggy.PluginManager, plugin_names: set[str]) -> No
             impl.function(register=register)
 
 
+def _check_hooks(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
+    """Refuse a hook implementation that matches no hook specification (a misspelled ``register_segmentors``)."""
+    known = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
+    for caller in pm.get_hookcallers(plugin) or []:
+        if not caller.has_spec():
+            close = difflib.get_close_matches(caller.name, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (hooks: {', '.join(known)})"
+            raise ConfigError(f"plugin '{name}' is invalid: unknown hook '{caller.name}'{hint}")
+
+
+def _same_module(pm: pluggy.PluginManager, plugin: object) -> str | None:
+    """The name under which ``plugin`` (or the same source file imported by another route) is registered."""
+    if pm.is_registered(plugin):
+        return pm.get_name(plugin)
+    file = getattr(plugin, "__file__", None)
+    if file is None:
+        return None
+    for name, other in pm.list_name_plugin():
+        other_file = getattr(other, "__file__", None)
+        if other_file is not None and os.path.realpath(other_file) == os.path.realpath(file):
+            return name
+    return None
+
+
+def _add(pm: pluggy.PluginManager, plugin: object, name: str | None, *, strict: bool) -> None:
+    """Register one plugin and its components, all or nothing: on failure only this plugin is removed.
+
+    ``strict`` (built-ins and modules the user named): the failure raises a `ConfigError`; otherwise (installed
+    entry points) it is reported and skipped, so one broken package never takes the others down.
+    """
+    if _same_module(pm, plugin) is not None:  # loaded already (maybe by another route): nothing to do
+        return
+    try:
+        try:
+            registered = pm.register(plugin, name=name)
+        except (ValueError, pluggy.PluginValidationError) as err:
+            raise ConfigError(f"plugin '{name}' is invalid: {' '.join(str(err).split())}") from None
+        name = registered or name
+        assert name is not None
+        _check_hooks(pm, plugin, name)
+        _register_components(pm, name)
+    except Exception as err:
+        _forget(pm, {pm.get_name(plugin)} if pm.is_registered(plugin) else set())
+        if strict:
+            raise
+        _report_failure(str(name), err)
+
+
 def _entry_point_filter() -> set[str] | None:
     value = os.environ.get(ENV_VAR)
     if value is None or value.strip() in ("", "all"):
@@ -94,16 +145,20 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
     for ep in entry_points(group=hookspecs.PROJECT):
         if wanted is not None and ep.name not in wanted:
             continue
-        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name) or ep.name in _state.failed:
             continue
+        if ep.dist is not None:
+            _state.packages[ep.name] = ep.dist.name
         try:
-            pm.register(ep.load(), name=ep.name)
+            plugin = ep.load()
         except Exception as err:  # a broken plugin must not take the others down
             _report_failure(ep.name, err)
+            continue
+        _add(pm, plugin, ep.name, strict=False)
 
 
 def _report_failure(name: str, err: BaseException) -> None:
-    message = f"{type(err).__name__}: {err}"
+    message = " ".join((str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}").split())
     _state.failed[name] = message
     warnings.warn(
         f"da_seg plugin '{name}' failed to load ({message}); it is skipped. "
@@ -116,19 +171,20 @@ def _report_failure(name: str, err: BaseException) -> None:
 def load_plugins(modules: list[str | ModuleType | object] | tuple = ()) -> pluggy.PluginManager:
     """Load built-ins and installed plugins once, plus any extra ``modules`` (dotted names or objects).
 
-    Safe to call many times; only new plugins are registered. A named module that cannot be imported raises a
-    `ConfigError` (the user asked for it explicitly).
+    Safe to call many times, and with a module that is loaded already (by name, as an entry point, or imported by
+    another route): only new plugins are registered. A broken installed plugin is reported and skipped; a named
+    module that cannot be imported or registered raises a `ConfigError` (the user asked for it explicitly). Either
+    way only that plugin is removed, and the built-ins and every other plugin keep working.
     """
     if _state.loading:  # a plugin being imported looked something up: finish later
         return _state.manager  # type: ignore[return-value]
     _state.loading = True
     try:
         pm = _state.manager
-        before = set() if pm is None else {name for name, _ in pm.list_name_plugin()}
         if pm is None:
             pm = _state.manager = _new_manager()
             for name in DEFAULT_PLUGINS:
-                pm.register(importlib.import_module(name), name=name)
+                _add(pm, importlib.import_module(name), name, strict=True)
             _load_entry_points(pm)
         for module in modules:
             if isinstance(module, str):
@@ -141,24 +197,42 @@ def load_plugins(modules: list[str | ModuleType | object] | tuple = ()) -> plugg
                         f"plugin module '{module}' could not be imported ({type(err).__name__}: {err}); "
                         f"check that it is installed and the name is spelled right"
                     ) from err
-                pm.register(obj, name=module)
-            elif pm.is_registered(module):
-                continue
+                _add(pm, obj, module, strict=True)
             else:
-                pm.register(module, name=getattr(module, "__name__", None))
-        new = {name for name, _ in pm.list_name_plugin()} - before
-        try:
-            pm.check_pending()
-            _register_components(pm, new)
-        except pluggy.PluginValidationError as err:
-            _forget(pm, new)
-            raise ConfigError(f"plugin '{pm.get_name(err.plugin) or err.plugin}' is invalid: {err}") from None
-        except Exception:
-            _forget(pm, new)  # a half-registered plugin would poison every later lookup
-            raise
+                _add(pm, module, getattr(module, "__name__", None), strict=True)
         return pm
     finally:
         _state.loading = False
+
+
+def plugin_package(plugin: str) -> str | None:
+    """The installed distribution (what ``pip install`` takes) that provides ``plugin``, when it can be found."""
+    if plugin == "da_seg" or plugin.startswith("da_seg."):
+        return "da_seg"
+    if plugin in _state.packages:
+        return _state.packages[plugin]
+    from importlib.metadata import packages_distributions
+
+    found = packages_distributions().get(plugin.split(".")[0])
+    return found[0] if found else None
+
+
+def component_origin(registry: Registry, name: str) -> dict[str, str | None]:
+    """``{"plugin": ..., "package": ...}`` of a registered component, saved in a model's meta.json so that a
+    machine without the plugin can say what to install."""
+    entry = registry.entry(name)
+    return {"plugin": entry.plugin, "package": plugin_package(entry.plugin)}
+
+
+def missing_component(kind: str, name: str, origin: Any, where: Path) -> DataError:
+    """The error for a saved model whose component is not registered here: which plugin (package) to install."""
+    if isinstance(origin, dict) and origin.get("package"):
+        need = f"it comes from plugin '{origin.get('plugin')}' of package '{origin['package']}': pip install it"
+    elif isinstance(origin, dict) and origin.get("plugin"):
+        need = f"it comes from plugin '{origin['plugin']}': install the package that provides it"
+    else:
+        need = "install the plugin that provides it"
+    return DataError(f"{where}: {kind} '{name}' is not available here ({need}; `daseg plugins` lists what is loaded)")
 
 
 def _forget(pm: pluggy.PluginManager, names: set[str]) -> None:

@@ -15,9 +15,12 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import numbers
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from da_seg.errors import ConfigError
 
@@ -90,6 +93,11 @@ class Registry:
 
         load_plugins()
 
+    def entry(self, name: str) -> Entry:
+        """The `Entry` (factory, plugin, location) of ``name``; unknown names as in `get`."""
+        self.get(name)
+        return self._entries[name]
+
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching a glob ``pattern``."""
         self._ensure_loaded()
@@ -119,15 +127,22 @@ class Registry:
     def create(self, name: str, **kwargs: Any) -> Any:
         """Build ``name`` with ``kwargs``; ``None`` values are dropped so the factory's defaults hold.
 
-        Keyword arguments the factory does not accept are reported against its signature.
+        Keyword arguments the factory does not accept (or required ones missing) are reported against its signature,
+        and so is a `ConfigError` the factory raises for a bad value: both are config mistakes (exit code 2). Any
+        other exception is a bug in the component and propagates with its traceback and a note naming the
+        component and its plugin.
         """
         factory = self.get(name)
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         check_kwargs(factory, kwargs, f"{self.kind} '{name}'")
         try:
             return factory(**kwargs)
-        except (TypeError, ValueError) as err:
+        except ConfigError as err:  # the factory refused an argument's value: the user's to fix
             raise ConfigError(f"{self.kind} '{name}': {err}") from err
+        except Exception as err:  # a bug in the component: keep the traceback, say whose code it is
+            entry = self._entries[name]
+            err.add_note(f"raised while building {self.kind} '{name}' of plugin '{entry.plugin}' ({entry.location})")
+            raise
 
     def build(self, spec: str | Mapping[str, Any], **defaults: Any) -> Any:
         """Build from a config table ``{name = "...", ...}`` (or a bare name); ``defaults`` fill unset keys."""
@@ -143,6 +158,16 @@ class Registry:
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
 
 
+SCALARS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "int": ("an integer", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)),
+    "float": ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)),
+    "bool": ("true or false", lambda v: isinstance(v, bool | np.bool_)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+}
+"""Parameters annotated with exactly one of these types are checked before the factory runs, so a config value of
+the wrong type is a config error rather than an exception deep inside the component."""
+
+
 def check_kwargs(factory: Factory, kwargs: Mapping[str, Any], what: str) -> None:
     """Raise a `ConfigError` naming ``what`` when ``kwargs`` do not fit ``factory``'s signature."""
     try:
@@ -154,6 +179,16 @@ def check_kwargs(factory: Factory, kwargs: Mapping[str, Any], what: str) -> None
         return
     accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = [k for k in kwargs if k not in accepted]
+    for key, value in kwargs.items():
+        annotation = params[key].annotation if key in params else None
+        expected = SCALARS.get(getattr(annotation, "__name__", annotation))
+        if expected is not None and not expected[1](value):
+            raise ConfigError(f"{what}: argument '{key}' = {value!r} is not {expected[0]}")
+    missing = [n for n in accepted if params[n].default is params[n].empty and n not in kwargs]
+    if missing and not unknown:
+        raise ConfigError(
+            f"{what} needs argument {', '.join(repr(m) for m in missing)}; accepted: {', '.join(accepted)}"
+        )
     if unknown:
         hints = []
         for k in unknown:

@@ -165,9 +165,11 @@ def load_study(path: str | Path) -> StudySpec:
     if not path.is_file():
         raise ConfigError(f"study file not found: {path}")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; a study file is TOML saved as UTF-8") from None
     unknown = set(data) - {"base", "grid", "set", "name"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; a study has base, grid, set and name")

@@ -9,6 +9,7 @@ import random
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,24 @@ from torch import Tensor, nn
 from da_seg.errors import ConfigError, DataError
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an unavailable CUDA request is a clear error."""
+def resolve_device(device: str = "auto", key: str = "runtime.device") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; an unknown or unavailable device is a `ConfigError` naming ``key``
+    (``runtime.device`` in a config, ``--device`` on the command line)."""
+    import re
+
+    from da_seg.config import DEVICE_HELP, DEVICE_PATTERN
+
+    if not isinstance(device, str) or not re.fullmatch(DEVICE_PATTERN, device):
+        raise ConfigError(f"{key} = {device!r}: {DEVICE_HELP}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"runtime.device = '{device}' but no CUDA GPU is available; use 'auto' or 'cpu'")
+        raise ConfigError(f"{key} = '{device}' but no CUDA GPU is available; use 'auto' or 'cpu'")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"{key} = '{device}' but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key} = 'mps' but Apple's MPS backend is not available here; use 'auto' or 'cpu'")
     return dev
 
 
@@ -103,7 +115,7 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise DataError(f"missing file: {path}") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path} is not valid JSON ({err}); the file may be damaged") from None
 
 
@@ -174,7 +186,20 @@ def load_state(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory) / "state.pt"
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols before refusing them
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, or a pickle holding code (never executed with weights_only=True)
+        text = str(err).strip() or type(err).__name__
+        if "Weights only load failed" in text:
+            reason = "a pickle holding more than tensors and plain data; nothing in it was run"
+        else:
+            reason = text.splitlines()[0].split(". ")[0][:160]
+        raise DataError(
+            f"{path}: unreadable training state ({reason}); delete it to restart that stage from its weights, "
+            "or rerun with --force"
+        ) from None
 
 
 def package_version(distribution: str) -> str | None:

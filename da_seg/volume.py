@@ -90,6 +90,26 @@ class Volume:
         )
 
 
+def memory_limit() -> int:
+    """Bytes one array may take: half of this machine's physical memory (8 GiB where that is unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (AttributeError, ValueError, OSError):
+        return 8 << 30
+
+
+def check_fits(shape: tuple[int, ...], what: str, fix: str, bytes_per_voxel: int = 4) -> None:
+    """Refuse (before allocating) an array of ``shape`` that cannot fit in memory: `DataError` naming ``what``
+    (the file or grid) and ``fix`` (what to change)."""
+    need = int(np.prod([int(n) for n in shape], dtype=object)) * bytes_per_voxel
+    if need > memory_limit():
+        grid = " x ".join(str(int(n)) for n in shape)
+        raise DataError(
+            f"{what}: a {grid} voxel grid needs {need / 2**30:.1f} GiB, more than fits in memory "
+            f"({memory_limit() / 2**30:.1f} GiB, half of this machine's); {fix}"
+        )
+
+
 def _check_path(path: Path) -> None:
     if not path.exists():
         raise DataError(f"file not found: {path}")
@@ -121,11 +141,41 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     if len(files) < 2:
         raise DataError(f"{folder}: the DICOM series has {len(files)} file; a 3D volume needs at least 2 slices")
     reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
     saved = locale.setlocale(locale.LC_ALL)  # GDCM may switch the process locale to "C"; keep the user's
+    warn = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # uneven slices: ITK's warning becomes our DataError below
     try:
-        return reader.Execute()
+        image = reader.Execute()
     finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warn)
         locale.setlocale(locale.LC_ALL, saved)
+    _check_slice_positions(folder, reader, files)
+    return image
+
+
+def _check_slice_positions(folder: Path, reader: sitk.ImageSeriesReader, files: tuple[str, ...]) -> None:
+    """Refuse a series whose slices are not evenly spaced (a missing or duplicated slice): ITK only warns and
+    takes one spacing for the whole volume, so every slice after the gap would sit at the wrong depth."""
+    try:
+        row_col = [float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")]
+        positions = np.array(
+            [[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")] for i in range(len(files))]
+        )
+    except (RuntimeError, ValueError):
+        return  # no position tags: nothing to check
+    if len(row_col) != 6 or positions.shape != (len(files), 3) or len(files) < 3:
+        return
+    depth = positions @ np.cross(row_col[:3], row_col[3:])
+    gaps = np.diff(depth)
+    usual = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - usual)))
+    if abs(gaps[worst] - usual) > max(0.05 * abs(usual), 0.01):
+        raise DataError(
+            f"{folder}: DICOM slice positions are not evenly spaced: {abs(gaps[worst]):.2f} mm between "
+            f"{Path(files[worst]).name} and {Path(files[worst + 1]).name}, {abs(usual):.2f} mm elsewhere (a slice is "
+            "missing or duplicated); export the complete series"
+        )
 
 
 NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 / float64
@@ -153,6 +203,15 @@ def _nifti_payload(header: bytes) -> tuple[int, int, str | None] | None:
     return None
 
 
+def _kind(magic: bytes) -> str:
+    """What a file's first bytes say it is, for messages."""
+    known = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"II*\x00": "a TIFF image"}
+    kind = next((k for m, k in known.items() if magic.startswith(m)), None)
+    if kind is None and len(magic) == 4 and 348 in (int.from_bytes(magic, "little"), int.from_bytes(magic, "big")):
+        kind = "an uncompressed NIfTI"
+    return kind or "not a NIfTI"
+
+
 def _check_nifti(path: Path) -> None:
     """Read a NIfTI's voxel bytes once more, because ITK is silent on two things that turn data into garbage.
 
@@ -162,13 +221,24 @@ def _check_nifti(path: Path) -> None:
     import gzip
     import zlib
 
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    bad = have = 0
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    gzipped = magic[:2] == b"\x1f\x8b"
+    if path.name.lower().endswith(".gz") != gzipped:
+        what = "gzip-compressed" if gzipped else _kind(magic)
+        raise DataError(
+            f"{path}: the file is {what} but named {volume_suffix(path)}; rename it to match its format "
+            "(.nii.gz is a gzip-compressed NIfTI, .nii an uncompressed one) or export it again"
+        )
+    opener = gzip.open if gzipped else open
+    bad = have = nbytes = 0
     try:
         with opener(path, "rb") as handle:
             payload = _nifti_payload(handle.read(540))
             if payload is None:
-                return
+                raise DataError(
+                    f"{path}: not a NIfTI file ({_kind(magic)}); give it its real suffix or export it again"
+                )
             offset, nbytes, floats = payload
             handle.seek(offset)
             step = 1 << 24
@@ -197,7 +267,15 @@ def read_volume(path: str | Path) -> Volume:
     path = Path(path)
     _check_path(path)
     try:
-        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+        if path.is_dir():
+            image = _read_dicom_series(path)
+        else:
+            header = sitk.ImageFileReader()
+            header.SetFileName(str(path))
+            header.ReadImageInformation()
+            size = (*header.GetSize(), header.GetNumberOfComponents())
+            check_fits(size, str(path), "the header's image size is wrong or the file is not a single 3D volume")
+            image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         reason = next((line for line in lines if "ERROR" in line), lines[-1] if lines else "unknown reason")
@@ -257,6 +335,31 @@ def write_volume(volume: Volume, path: str | Path, *, mask: bool = False) -> Pat
     return path
 
 
+def check_outputs(pairs: list[tuple[Path, Path]]) -> None:
+    """Refuse ``(input, output)`` writes that would overwrite an input (or write into a DICOM input folder), or
+    that would put two inputs' results into one file, before anything is written.
+
+    Raises:
+        DataError: naming the output and the input it would destroy.
+    """
+    inputs = [Path(i).resolve() for i, _ in pairs]
+    written: dict[Path, Path] = {}
+    for source, output in pairs:
+        target = Path(output).resolve()
+        for inp in inputs:
+            same = target == inp or (target.exists() and inp.exists() and os.path.samefile(target, inp))
+            if same or inp in target.parents:
+                raise DataError(
+                    f"{output}: would overwrite the input {inp}; write the output (-o) to another file or folder"
+                )
+        if target in written:
+            raise DataError(
+                f"{output}: the inputs {written[target].name} and {Path(source).name} would both be written there; "
+                "rename one of them"
+            )
+        written[target] = Path(source)
+
+
 # -- geometry -----------------------------------------------------------------------------------------------------
 CANONICAL = "LPS"
 
@@ -299,6 +402,12 @@ def _resample(volume: Volume, reference: sitk.Image, mask: bool) -> Volume:
     return Volume.from_sitk(out, **volume.meta)
 
 
+def resampled_shape(volume: Volume, spacing_zyx: tuple[float, float, float]) -> tuple[int, int, int]:
+    """The ``(z, y, x)`` shape `resample` gives: the same physical extent at ``spacing_zyx`` (at least 1 voxel)."""
+    extent = np.asarray(volume.shape) * np.asarray(volume.spacing_zyx)
+    return tuple(int(n) for n in np.maximum(1, np.round(extent / np.asarray(spacing_zyx, dtype=float))))  # type: ignore[return-value]
+
+
 def resample(volume: Volume, spacing_zyx: tuple[float, float, float], *, mask: bool = False) -> Volume:
     """Resample to ``spacing_zyx`` (mm) keeping the physical extent (the outer voxel edges) and direction.
 
@@ -306,8 +415,9 @@ def resample(volume: Volume, spacing_zyx: tuple[float, float, float], *, mask: b
     """
     new = np.asarray(spacing_zyx[::-1], dtype=float)  # (x, y, z)
     old = np.asarray(volume.spacing)
-    size_xyz = np.asarray(volume.shape[::-1])
-    new_size = np.maximum(1, np.round(size_xyz * old / new)).astype(int)
+    new_size = np.asarray(resampled_shape(volume, spacing_zyx)[::-1])
+    where = str(volume.meta.get("path", "volume"))
+    check_fits(tuple(new_size[::-1]), f"{where} at {list(spacing_zyx)} mm", "use a coarser spacing (data.spacing)")
     direction = np.asarray(volume.direction).reshape(3, 3)
     # first voxel centre moves by half the spacing change so the outer edges stay where they were
     origin = np.asarray(volume.origin) + direction @ ((new - old) / 2)

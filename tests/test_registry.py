@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 
 from da_seg.errors import ConfigError
@@ -67,13 +70,48 @@ def test_bad_keyword_reported_against_signature(reg: Registry) -> None:
         reg.create("resunet25d", in_channels=1, widht=3)
 
 
-def test_factory_value_errors_become_config_errors(reg: Registry) -> None:
+def test_factory_config_errors_name_the_component(reg: Registry) -> None:
     def picky(size: int) -> None:
-        raise ValueError("size must be even")
+        raise ConfigError("size must be even")
 
     reg.register("picky", picky)
     with pytest.raises(ConfigError, match="segmenter 'picky': size must be even"):
         reg.create("picky", size=3)
+
+
+def test_other_errors_inside_a_factory_are_bugs_with_their_traceback(reg: Registry) -> None:
+    """Issue 19: a ValueError/TypeError from a component's own code used to become a config error (exit 2)."""
+
+    def buggy(size: int) -> None:
+        return [1, 2][size]
+
+    reg.register("buggy", buggy)
+    with pytest.raises(IndexError) as info:
+        reg.create("buggy", size=3)
+    assert "raised while building segmenter 'buggy' of plugin '<direct>'" in info.value.__notes__[0]
+    assert info.traceback[-1].name == "buggy"  # the component's own frame is kept
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "segmenter 'typed' needs argument 'size'"),
+        ({"size": 2, "colour": 3}, "got unknown argument 'colour'"),
+        ({"size": "four"}, "argument 'size' = 'four' is not an integer"),
+        ({"size": 2, "scale": "big"}, "argument 'scale' = 'big' is not a number"),
+        ({"size": 2.5}, "argument 'size' = 2.5 is not an integer"),
+        ({"size": True}, "argument 'size' = True is not an integer"),
+        ({"size": 2, "label": 3}, "argument 'label' = 3 is not a string"),
+    ],
+)
+def test_arguments_are_checked_against_the_signature(reg: Registry, kwargs: dict, message: str) -> None:
+    def typed(size: int, scale: float = 1.0, label: str = "x") -> int:
+        return size
+
+    reg.register("typed", typed)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        reg.create("typed", **kwargs)
+    assert reg.create("typed", size=np.int64(2), scale=3) == 2  # numpy integers, an int where a float is expected
 
 
 def test_the_kinds_of_components() -> None:

@@ -128,11 +128,36 @@ def _git_revision() -> str | None:
         return None
 
 
-def open_run_dir(config: Config, *, resume: bool, force: bool) -> Path:
-    """Create (or, with resume/force, reuse/clear) the run directory and record how the run was made."""
-    run_dir = config.output / config.run_name
-    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or force):
+RUN_MARKER = "provenance.json"
+"""Written by `open_run_dir` into every run directory: ``--force`` deletes, and ``--resume`` writes into, only a
+folder that holds it."""
+
+
+def _check_run_dir(run_dir: Path, output: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to reuse a folder that is not a da_seg run directory directly inside ``output``."""
+    if not (run_dir.exists() or run_dir.is_symlink()):
+        return
+    if run_dir.is_dir() and not run_dir.is_symlink() and not any(run_dir.iterdir()):
+        return
+    if not (resume or force):
         raise DasegError(f"run directory {run_dir} exists; pass --resume to continue it or --force to redo it")
+    what = "delete" if force else "write into"
+    if run_dir.is_symlink() or run_dir.resolve().parent != output.resolve():
+        raise DasegError(f"{run_dir} is a link out of 'output' {output}; refusing to {what} it: choose another 'name'")
+    if not (run_dir / RUN_MARKER).is_file():
+        raise DasegError(
+            f"{run_dir} exists but is not a da_seg run directory (no {RUN_MARKER}); refusing to {what} it: "
+            "choose another 'name' or 'output', or move the folder away"
+        )
+
+
+def open_run_dir(config: Config, *, resume: bool, force: bool) -> Path:
+    """Create (or, with resume/force, reuse/clear) the run directory and record how the run was made.
+
+    Only a folder holding `RUN_MARKER` is reused or deleted, so a run can never clear data it did not create.
+    """
+    run_dir = config.output / config.run_name
+    _check_run_dir(run_dir, config.output, resume=resume, force=force)
     barrier()  # every rank has checked before rank 0 changes anything
     if not is_main():
         barrier()  # rank 0 writes the run directory
@@ -147,7 +172,7 @@ def open_run_dir(config: Config, *, resume: bool, force: bool) -> Path:
             f"cannot write the run directory {run_dir} ({err.strerror}); choose another 'output'"
         ) from None
     write_json(
-        run_dir / "provenance.json",
+        run_dir / RUN_MARKER,
         {
             "versions": _versions(),
             "git": _git_revision(),

@@ -13,7 +13,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor, nn
 
-from da_seg.errors import DataError
+from da_seg.errors import ConfigError, DataError
 from da_seg.registry import SEGMENTERS
 from da_seg.slices import neighbour_index
 from da_seg.training import (
@@ -136,9 +136,12 @@ class TrainedSegmenter(_Segments):
         return Path(directory)
 
     def _meta(self, **extra: Any) -> dict[str, Any]:
+        from da_seg.plugins import component_origin
+
         return {
             "component": COMPONENT,
             "model": self.spec,
+            "plugin": component_origin(SEGMENTERS, _spec_name(self.spec)),
             "context": self.context,
             "classes": self.classes,
             "multiclass": self.multiclass,
@@ -170,10 +173,14 @@ class TrainedSegmenter(_Segments):
         if meta.get("component") != COMPONENT:
             raise DataError(f"{directory}: not a segmenter model (component '{meta.get('component')}')")
         device = resolve_device(device) if isinstance(device, str) else device
+        if _spec_name(meta.get("model")) not in SEGMENTERS:
+            from da_seg.plugins import missing_component
+
+            raise missing_component("segmenter", _spec_name(meta.get("model")), meta.get("plugin"), directory)
         multiclass = meta.get("multiclass", "sigmoid")
         model = build_segmenter(meta["model"], meta["context"], meta["classes"], multiclass)
         load_checkpoint(directory, {"model": model}, component=COMPONENT, map_location=device)
-        known = {"component", "model", "context", "classes", "multiclass", "batch_size", "domain", "defaults"}
+        known = {"component", "model", "plugin", "context", "classes", "multiclass", "batch_size", "domain", "defaults"}
         known |= {"precision", "channels_last"}
         precision = precision or meta.get("precision") or "fp32"
         if precision == "fp16" and device.type != "cuda":
@@ -276,6 +283,11 @@ def load_segmenter(
     if read_json(directory / "meta.json").get("component") == ENSEMBLE:
         return SegmenterEnsemble.load(directory, device, precision, channels_last)
     return TrainedSegmenter.load(directory, device, precision, channels_last)
+
+
+def _spec_name(spec: Any) -> str:
+    """The registered name in a component spec (``"name"`` or ``{"name": "name", ...}``)."""
+    return str(spec.get("name") if isinstance(spec, Mapping) else spec)
 
 
 def largest_components(labels: np.ndarray) -> np.ndarray:
@@ -392,16 +404,20 @@ def predict(
 
     ``model_dir`` is a trained segmenter folder: one model or a cross-validation ensemble (`load_segmenter`).
     """
-    from da_seg.volume import volume_id
+    from da_seg.volume import check_outputs, volume_id
 
     inputs, output = Path(inputs), Path(output)
     if not inputs.exists():
         raise DataError(f"input not found: {inputs}")
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise ConfigError(f"threshold = {threshold}: must be a probability in (0, 1), e.g. 0.5 (--threshold)")
+    if is_volume_folder(inputs):
+        pairs = [(f, output / f"{volume_id(f)}.nii.gz") for f in _inputs(inputs)]
+        if not pairs:
+            raise DataError(f"{inputs}: no image files found")
+    else:
+        pairs = [(inputs, output)]
+    check_outputs(pairs)
     segmenter = load_segmenter(model_dir, device)
     options = {"threshold": threshold, "largest_component": largest_component, "tta_flip": tta_flip}
-    if not is_volume_folder(inputs):
-        return [predict_file(segmenter, inputs, output, **options)]
-    files = _inputs(inputs)
-    if not files:
-        raise DataError(f"{inputs}: no image files found")
-    return [predict_file(segmenter, f, output / f"{volume_id(f)}.nii.gz", **options) for f in files]
+    return [predict_file(segmenter, f, out, **options) for f, out in pairs]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from da_seg.errors import ConfigError
 from da_seg.padding import pad_to_multiple
 
 
@@ -18,7 +19,7 @@ def _norm(kind: str, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
-    raise ValueError(f"norm must be 'batch' or 'instance', got {kind!r}")
+    raise ConfigError(f"norm must be 'batch' or 'instance', got {kind!r}")
 
 
 class ResBlock(nn.Module):
@@ -81,7 +82,7 @@ class ResUNet25D(nn.Module):
     ) -> None:
         super().__init__()
         if depth < 1 or base < 1:
-            raise ValueError(f"depth and base must be >= 1, got depth={depth}, base={base}")
+            raise ConfigError(f"depth and base must be >= 1, got depth={depth}, base={base}")
         _norm(norm, 1)  # validate early
         widths = [base * 2**i for i in range(depth + 1)]
         self.depth = depth

@@ -123,6 +123,8 @@ def smp(
         raise ConfigError(f"smp: unknown architecture or encoder ({err}); arch={arch!r}, encoder={encoder!r}") from None
     except RuntimeError as err:  # timm: unknown model name
         raise ConfigError(f"smp: cannot build encoder {encoder!r}: {err}") from None
+    except (TypeError, ValueError) as err:  # smp checks the keyword arguments forwarded to it
+        raise ConfigError(f"smp: {arch} refused its arguments ({err})") from None
     model = SMPSegmenter(net, 2**encoder_depth)
     if encoder_weights is not None:
         load_encoder_weights(model.encoder, encoder_weights)

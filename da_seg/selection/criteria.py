@@ -92,7 +92,7 @@ class CycleError:
 
     def __init__(self, directions: str = "both", max_slices: int | None = 64) -> None:
         if directions not in ("both", "source"):
-            raise ValueError(f"directions must be 'both' or 'source', got '{directions}'")
+            raise ConfigError(f"directions must be 'both' or 'source', got '{directions}'")
         self.directions, self.max_slices = directions, max_slices
 
     def score(self, candidate: Any, source: Sequence[Case], target: Sequence[np.ndarray] = (), **_: Any) -> float:

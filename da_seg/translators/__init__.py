@@ -33,18 +33,33 @@ def load_translator(directory: str | Path, device: torch.device | str = "cpu") -
     if not isinstance(name, str):
         raise DataError(f"{directory / META} does not name a translator component; was it written by save()?")
     if name not in TRANSLATORS:
-        raise DataError(f"{directory}: holds a '{name}' checkpoint, not a translator; give a translator model folder")
+        if name in NOT_TRANSLATORS:
+            raise DataError(
+                f"{directory}: holds a '{name}' checkpoint, not a translator; give a translator model folder"
+            )
+        from da_seg.plugins import missing_component
+
+        raise missing_component("translator", name, meta.get("plugin"), directory)
     return TRANSLATORS.get(name).load(directory, device=device)
 
 
 DOMAINS = "domains.json"
+NOT_TRANSLATORS = ("segmenter",)
+"""``component`` values of the other saved models (a segmenter folder given where a translator is expected)."""
 
 
 def save_domains(directory: str | Path, source: Any, target: Any) -> None:
-    """Record the source and target `Domain` beside a saved translator, so `translate_file` can prepare raw files."""
+    """Record the source and target `Domain` beside a saved translator, so `translate_file` can prepare raw files,
+    and which plugin (package) provides the translator in its meta.json, so a machine without it says what to
+    install."""
+    from da_seg.plugins import component_origin
     from da_seg.training import write_json
 
-    write_json(Path(directory) / DOMAINS, {"source": source.settings, "target": target.settings})
+    directory = Path(directory)
+    write_json(directory / DOMAINS, {"source": source.settings, "target": target.settings})
+    meta = read_json(directory / META)
+    if isinstance(meta.get("component"), str) and "plugin" not in meta:
+        write_json(directory / META, {**meta, "plugin": component_origin(TRANSLATORS, meta["component"])})
 
 
 def translate_file(
@@ -67,16 +82,19 @@ def translate_files(
 ) -> list[Path]:
     """`translate_file` for one file, or for every volume in a folder (written as ``output/<case>.nii.gz``)."""
     from da_seg.segmentation import is_volume_folder
-    from da_seg.volume import volume_id, volume_suffix
+    from da_seg.volume import check_outputs, volume_id, volume_suffix
 
     inputs, output = Path(inputs), Path(output)
     if not inputs.exists():
         raise DataError(f"input not found: {inputs}")
-    if not is_volume_folder(inputs):  # a file or one DICOM series
-        return [translate_file(model_dir, inputs, output, device=device)]
-    folder = inputs / "images" if (inputs / "images").is_dir() else inputs
-    files = sorted(p for p in folder.iterdir() if volume_suffix(p) or p.is_dir())
-    return [translate_file(model_dir, f, output / f"{volume_id(f)}.nii.gz", device=device) for f in files]
+    if is_volume_folder(inputs):
+        folder = inputs / "images" if (inputs / "images").is_dir() else inputs
+        files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (volume_suffix(p) or p.is_dir()))
+        pairs = [(f, output / f"{volume_id(f)}.nii.gz") for f in files]
+    else:  # a file or one DICOM series
+        pairs = [(inputs, output)]
+    check_outputs(pairs)
+    return [translate_file(model_dir, f, out, device=device) for f, out in pairs]
 
 
 @hookimpl

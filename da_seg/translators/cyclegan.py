@@ -128,10 +128,10 @@ class CycleGAN:
     ) -> None:
         config = {k: v for k, v in locals().items() if k != "self"}  # first line: locals() holds just the arguments
         if epochs < 1 or batch_size < 1 or width < 1 or context < 0:
-            raise ValueError("epochs, batch_size and width must be >= 1 and context >= 0")
+            raise ConfigError("epochs, batch_size and width must be >= 1 and context >= 0")
         decay = epochs // 2 if decay_epochs is None else decay_epochs
         if not 0 <= decay <= epochs:
-            raise ValueError(f"decay_epochs must be in [0, epochs={epochs}], got {decay}")
+            raise ConfigError(f"decay_epochs must be in [0, epochs={epochs}], got {decay}")
         # JSON-ready, as saved in meta.json and compared on resume.
         config["betas"] = list(betas)
         for key in ("source_augment", "target_augment"):

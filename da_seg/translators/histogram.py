@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from da_seg.errors import DataError
+from da_seg.errors import ConfigError, DataError
 from da_seg.training import read_json, write_json
 from da_seg.translators.base import META, check_volume
 
@@ -40,7 +40,7 @@ class HistogramMatching:
 
     def __init__(self, quantiles: int = 256, threshold: float = -0.99) -> None:
         if quantiles < 2:
-            raise ValueError(f"quantiles must be >= 2, got {quantiles}")
+            raise ConfigError(f"quantiles must be >= 2, got {quantiles}")
         self.quantiles, self.threshold = quantiles, threshold
         self.source_levels: np.ndarray | None = None
         self.target_levels: np.ndarray | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from da_seg.errors import ConfigError
 from da_seg.padding import pad_to_multiple
 
 
@@ -106,7 +107,7 @@ class UnetGenerator(_PadToMultiple):
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 64, depth: int = 7) -> None:
         if depth < 2:
-            raise ValueError(f"unet depth must be >= 2, got {depth}")
+            raise ConfigError(f"unet depth must be >= 2, got {depth}")
         widths = [width * min(2**i, 8) for i in range(depth)]
         level: nn.Module | None = None
         for i in range(depth - 1, 0, -1):
@@ -153,4 +154,4 @@ def build_generator(kind: str, channels: int, width: int, blocks: int, depth: in
         return ResnetGenerator(channels, channels, width, blocks)
     if kind == "unet":
         return UnetGenerator(channels, channels, width, depth)
-    raise ValueError(f"generator must be 'resnet' or 'unet', got {kind!r}")
+    raise ConfigError(f"generator must be 'resnet' or 'unet', got {kind!r}")

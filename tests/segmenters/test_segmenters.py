@@ -89,3 +89,9 @@ def test_smp_weight_errors_are_clear(tmp_path) -> None:
         load_encoder_weights(SEGMENTERS.build(spec, in_channels=1).encoder, tmp_path / "three.pth")
     with pytest.raises(ConfigError, match="unknown argument"):
         SEGMENTERS.build({"name": "resunet25d", "widht": 3}, in_channels=1)
+
+
+def test_smp_arguments_it_refuses_are_config_errors() -> None:
+    """Arguments forwarded to smp stay config mistakes now that Registry.create keeps other errors as bugs."""
+    with pytest.raises(ConfigError, match=r"smp: Unet refused its arguments .*decoder_channels"):
+        SEGMENTERS.create("smp", arch="Unet", encoder="resnet18", in_channels=3, decoder_channels=(4,))
