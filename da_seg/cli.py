@@ -263,8 +263,9 @@ def predict_cmd(
         console.print(f"[green]wrote[/green] {path}")
 
 
-def _add_plugin_commands() -> None:
-    """Each plugin's ``register_commands``; one that fails is reported in one line and the others still run."""
+def add_plugin_commands(target: typer.Typer = app) -> None:
+    """Each plugin's ``register_commands`` on ``target`` (the ``daseg`` app), every added command wrapped in
+    `handle_errors`; a plugin that fails is reported in one line and the others still run."""
     from da_seg.plugins import load_plugins
 
     try:
@@ -273,8 +274,11 @@ def _add_plugin_commands() -> None:
         err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
         return
     for impl in impls:
+        known = len(target.registered_commands)
         try:
-            impl.function(app=app)
+            impl.function(app=target)
+            for info in target.registered_commands[known:]:  # a plugin's errors read like the built-ins'
+                info.callback = handle_errors(info.callback)
         except Exception as err:
             message = f"plugin '{impl.plugin_name}' could not add its commands ({type(err).__name__}: {err})"
             err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
@@ -284,5 +288,5 @@ def main() -> None:
     """Console-script entry point."""
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # a skipped plugin: one line, as inside the commands
-        _add_plugin_commands()
+        add_plugin_commands()
     app()

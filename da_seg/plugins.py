@@ -23,7 +23,7 @@ import pluggy
 
 from da_seg import hookspecs
 from da_seg.errors import ConfigError, DataError
-from da_seg.registry import REGISTRIES, Registry
+from da_seg.registry import REGISTRIES, Registry, fill_on_first_lookup
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "da_seg.losses",
@@ -238,8 +238,7 @@ def missing_component(kind: str, name: str, origin: Any, where: Path) -> DataErr
 def _forget(pm: pluggy.PluginManager, names: set[str]) -> None:
     for name in names:
         for registry in REGISTRIES.values():
-            for entry in [e for e in registry._entries.values() if e.plugin == name]:
-                registry.unregister(entry.name)
+            registry.unregister_plugin(name)
         if pm.get_plugin(name) is not None:
             pm.unregister(name=name)
 
@@ -275,3 +274,6 @@ def component_table() -> list[ComponentRow]:
         for e in registry.entries()
     ]
     return sorted(rows, key=lambda r: (r.plugin not in DEFAULT_PLUGINS, r.plugin, r.kind, r.name))
+
+
+fill_on_first_lookup(load_plugins)

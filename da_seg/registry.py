@@ -25,6 +25,16 @@ import numpy as np
 from da_seg.errors import ConfigError
 
 Factory = Callable[..., Any]
+_fill_registries: Callable[[], object] | None = None
+
+
+def fill_on_first_lookup(fill: Callable[[], object]) -> None:
+    """Set what fills the registries before a lookup: `da_seg.plugins` passes its `load_plugins` when imported.
+
+    The registries never import the plugin layer (which imports them), so the two modules form no import circle.
+    """
+    global _fill_registries
+    _fill_registries = fill
 
 
 @dataclass(frozen=True)
@@ -87,11 +97,15 @@ class Registry:
         """Remove ``name`` (tests and plugin authors use this to clean up)."""
         self._entries.pop(name, None)
 
+    def unregister_plugin(self, plugin: str) -> None:
+        """Remove every entry ``plugin`` registered (a plugin that failed half-way, or is unloaded)."""
+        for name in [n for n, e in self._entries.items() if e.plugin == plugin]:
+            del self._entries[name]
+
     # -- lookup ----------------------------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
-        from da_seg.plugins import load_plugins  # lazy: plugins import the registries
-
-        load_plugins()
+        if _fill_registries is not None:
+            _fill_registries()
 
     def entry(self, name: str) -> Entry:
         """The `Entry` (factory, plugin, location) of ``name``; unknown names as in `get`."""

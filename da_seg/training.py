@@ -280,7 +280,7 @@ class PlainProgress:
             parts.append(f"ETA {left // 60}m{left % 60:02d}s")
         if status := task["fields"].get("status"):
             parts.append(str(status))
-        print(", ".join(parts), file=self.stream or sys.stderr, flush=True)
+        print(", ".join(parts), file=self.stream or sys.stdout, flush=True)
 
 
 def output_is_terminal() -> bool:

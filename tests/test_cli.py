@@ -71,9 +71,9 @@ def test_bad_set_override(tmp_path: Path) -> None:
 
 
 def test_every_command_is_documented() -> None:
-    from da_seg.cli import _add_plugin_commands
+    from da_seg.cli import add_plugin_commands
 
-    _add_plugin_commands()
+    add_plugin_commands()
     doc = (ROOT / "docs/cli.md").read_text()
     names = [c.name or c.callback.__name__ for c in app.registered_commands]
     missing = [n for n in names if f"daseg {n}" not in doc]

@@ -171,11 +171,11 @@ def test_two_inputs_for_one_output_are_refused(tmp_path: Path, segmenter: Path, 
 # -- 1. nothing lost: daseg phantom --------------------------------------------------------------------------------
 @pytest.fixture
 def phantom_app() -> typer.Typer:
-    from prostate_mr2ct import plugin
+    from da_seg.cli import add_plugin_commands
 
     app = typer.Typer()
     app.command("noop")(lambda: None)  # typer needs two commands to keep sub-command names
-    plugin.register_commands(app=app)
+    add_plugin_commands(app)  # as daseg adds them: wrapped in its error handling
     return app
 
 

@@ -37,9 +37,9 @@ def test_resume_after_changing_seed_or_loss_retrains(tmp_path: Path, tiny_config
     before = _metrics(first.run_dir)
     run_dir, _ = _resume_equals_fresh(tmp_path, tiny_config, "edited", {"seed": 7})
     assert _metrics(run_dir) != before  # the seed reached every stage (it once kept the old weights)
-    assert "stage 'seg_synct': its settings, inputs or code changed" in capfd.readouterr().err
+    assert "stage 'seg_synct': its settings, inputs or code changed" in capfd.readouterr().out
     run_dir, _ = _resume_equals_fresh(tmp_path, tiny_config, "edited", {"seed": 7, "segmentation.loss": "dice"})
-    err = capfd.readouterr().err
+    err = capfd.readouterr().out
     assert "stage 'seg_synct'" in err and "stage 'translator'" not in err  # the translator did not read the loss
 
 

@@ -7,7 +7,6 @@ import json
 import platform
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +59,7 @@ class Stages:
         start = time.perf_counter()
         plain = main and not output_is_terminal()  # a log file gets a line per stage; a terminal has the bars
         if plain:
-            print(f"stage '{name}': running", file=sys.stderr, flush=True)
+            print(f"stage '{name}': running", flush=True)
         try:
             if collective or main:
                 work(folder)
@@ -68,7 +67,7 @@ class Stages:
             raise (os_error(err, folder) or err) from None
         seconds = time.perf_counter() - start
         if plain:
-            print(f"stage '{name}': done in {seconds:.1f} s", file=sys.stderr, flush=True)
+            print(f"stage '{name}': done in {seconds:.1f} s", flush=True)
         self.timings[name] = seconds
         if main:
             write_json(marker, {"fingerprint": key, "seconds": seconds})
@@ -103,7 +102,7 @@ def _fingerprint_in(path: Path) -> str | None:
 def _say(message: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True).print(f"[cyan]resume[/cyan]: {message}", highlight=False, soft_wrap=True)
+    Console().print(f"[cyan]resume[/cyan]: {message}", highlight=False, soft_wrap=True)
 
 
 def _versions() -> dict[str, str]:

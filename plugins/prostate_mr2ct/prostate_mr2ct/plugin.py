@@ -40,10 +40,7 @@ def register_tasks(register: Any) -> None:
 def register_commands(app: Any) -> None:
     import typer
 
-    from da_seg.cli import console, handle_errors
-
     @app.command("phantom")
-    @handle_errors
     def phantom_cmd(
         out: Path = typer.Option(..., "--out", help="Folder to write the data set into."),
         n_mr: int = typer.Option(12, "--n-mr", min=1, help="Labelled MR subjects (source/)."),
@@ -63,4 +60,4 @@ def register_commands(app: Any) -> None:
             paired=paired,
             seed=seed,
         )
-        console.print(f"[green]phantom[/green] written to {out} ({n_mr} MR, {n_ct} CT, {n_eval} evaluation CT)")
+        typer.echo(f"phantom written to {out} ({n_mr} MR, {n_ct} CT, {n_eval} evaluation CT)")

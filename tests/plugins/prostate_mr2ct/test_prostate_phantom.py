@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from prostate_mr2ct import phantom, plugin
+from prostate_mr2ct import phantom
 from prostate_mr2ct.phantom import ADJACENT_MUSCLES, PROSTATE_TISSUES, phantom_subject, write_phantom
 from scipy import ndimage
 from typer.testing import CliRunner
 
 from da_seg import TASKS
+from da_seg.cli import add_plugin_commands
 from da_seg.data import find_cases
 from da_seg.volume import read_volume
 
@@ -108,7 +109,7 @@ def test_task_ships_the_phantom_and_a_grid_that_holds_the_prostate() -> None:
 def test_phantom_command(tmp_path: Path) -> None:
     app = typer.Typer()
     app.command("noop")(lambda: None)  # typer needs two commands to keep sub-command names
-    plugin.register_commands(app=app)
+    add_plugin_commands(app)  # as daseg adds them: wrapped in its error handling
     runner = CliRunner()
     result = runner.invoke(app, ["phantom", "--out", str(tmp_path), "--n-mr", "1", "--n-ct", "1", "--n-eval", "1"])
     assert result.exit_code == 0, result.output
