@@ -35,11 +35,13 @@ import numpy as np
 import torch
 from prostate_mr2ct.phantom import write_phantom
 
-from da_seg.data import Domain, find_cases, load_prepared
+from da_seg.data import Domain, find_cases
+from da_seg.geometry import crop_or_pad, resample_to
+from da_seg.prepared import load_prepared
 from da_seg.registry import INTENSITIES, METRICS, TASKS, TRANSLATORS
 from da_seg.training import resolve_device
 from da_seg.translators import load_translator
-from da_seg.volume import crop_or_pad, read_volume, resample_to
+from da_seg.volume import read_volume
 
 GRID = {"spacing": (3.5, 3.125, 3.125), "size": (64, 64)}  # 200 mm field of view, the phantom MR's
 EXAMPLE_AUGMENT = [  # examples/prostate_mr2ct.toml's, per domain

@@ -29,8 +29,9 @@ import torch
 from prostate_mr2ct.phantom import write_phantom
 
 from da_seg.config import SegmentationConfig
-from da_seg.data import Domain, find_cases, load_prepared
+from da_seg.data import Domain, find_cases
 from da_seg.metrics.segmentation import dice
+from da_seg.prepared import load_prepared
 from da_seg.registry import INTENSITIES, TASKS, TRANSLATORS
 from da_seg.segmentation import train_segmenter
 

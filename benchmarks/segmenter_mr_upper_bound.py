@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from da_seg.config import SegmentationConfig
-from da_seg.data import Domain, find_cases, load_prepared
+from da_seg.data import Domain, find_cases
 from da_seg.metrics.segmentation import evaluate_case, format_summary, summarise
+from da_seg.prepared import load_prepared
 from da_seg.registry import INTENSITIES
 from da_seg.segmentation import train_segmenter
 

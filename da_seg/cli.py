@@ -50,7 +50,7 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from da_seg.training import os_error
+        from da_seg.files import os_error
 
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

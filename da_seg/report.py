@@ -209,12 +209,14 @@ def write_report(
     timings: dict[str, float],
     examples: dict[str, Any],
     predictions: dict[str, Any] | None = None,
+    components: list[dict[str, Any]] | None = None,
     extra_sections: list[tuple[str, str, str]] = (),
 ) -> Path:
     """Write report.md, report.html and the figures; returns the HTML path.
 
     ``predictions`` says where the target masks are (``folder``, ``counts`` per method, ``labelled``: how many
-    target images had reference masks). ``extra_sections`` are ``(title, markdown, html)`` triples other layers add
+    target images had reference masks). ``components`` lists what ran (`da_seg.provenance.components`: config key,
+    name, plugin, package, version). ``extra_sections`` are ``(title, markdown, html)`` triples other layers add
     (statistics, selection).
     """
     scored = any(r["test"] == task.target_modality for r in rows)
@@ -256,6 +258,9 @@ def write_report(
         sections.append(
             ("Translation fidelity", note + "\n\n" + _md_table(fh, frow), f"<p>{note}</p>" + _html_table(fh, frow))
         )
+    if components:
+        cols = ["key", "kind", "name", "plugin", "package", "version"]
+        sections.append(("What ran", to_markdown(components, cols), to_html(components, cols)))
     sections.extend(extra_sections)
     case_keys = list(dict.fromkeys(k for r in rows for k in r))
     case_rows = [[r.get(k, "") for k in case_keys] for r in rows]

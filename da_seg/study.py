@@ -20,11 +20,11 @@ import numpy as np
 from da_seg.api import validate
 from da_seg.config import Config, load_config
 from da_seg.errors import ConfigError
+from da_seg.files import write_json
 from da_seg.pipeline import Stages, evaluate_methods, fingerprint, open_run_dir, prepare_upstream, train_methods
 from da_seg.pipeline.upstream import EVALUATION_STAGE_VERSION
 from da_seg.stats import compare_methods
 from da_seg.tables import mean_sd, to_markdown, write_csv
-from da_seg.training import write_json
 
 _ARGUMENT = re.compile(r",\s*(?=[A-Za-z_][A-Za-z0-9_]*\s*=)")  # a comma that starts the next key=value
 
@@ -220,7 +220,7 @@ def run_study(path: str | Path, *, resume: bool = False, force: bool = False) ->
             key,
             lambda d, up=up, methods=methods: write_json(d / "metrics.json", evaluate_methods(up, methods, d)),
         )
-        from da_seg.training import read_json
+        from da_seg.files import read_json
 
         for row in read_json(out / "metrics.json"):
             rows.append({**row, "variation": i, "label": _label(variation)})

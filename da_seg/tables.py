@@ -65,7 +65,7 @@ def to_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = N
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
     """Write plain rows as CSV (full precision; the union of keys as header unless ``columns`` is given)."""
-    from da_seg.training import atomic_path
+    from da_seg.files import atomic_path
 
     path = Path(path)
     keys = _columns(rows, columns)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import da_seg.data as data
-from da_seg.data import Case, Domain, EmptyMaskWarning, find_cases, load_prepared
+from da_seg.data import Case, Domain, EmptyMaskWarning, find_cases
 from da_seg.errors import DataError
 from da_seg.intensity import CTWindow, MRPercentile
+from da_seg.prepared import load_prepared
 from da_seg.volume import Volume, read_volume, write_volume
 
 

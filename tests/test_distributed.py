@@ -13,9 +13,9 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from da_seg.config import SegmentationConfig
+from da_seg.distributed import DistInfo, barrier, init_distributed, is_main, shard, wrap_ddp
 from da_seg.registry import TRANSLATORS
 from da_seg.segmentation import train_segmenter
-from da_seg.training import DistInfo, barrier, init_distributed, is_main, shard, wrap_ddp
 
 BATCH = 2  # per rank; the single process trains on 2 * BATCH
 

@@ -417,8 +417,9 @@ def test_disk_full_inside_a_stage(tmp_path: Path, data, monkeypatch: pytest.Monk
     path.write_text(path.read_text().replace("[data]\n", f'[data]\ncache = "{tmp_path / "cache"}"\n'))
     assert invoke("validate", path).exit_code == 0
     from da_seg import load_config
-    from da_seg.data import find_cases, load_prepared
+    from da_seg.data import find_cases
     from da_seg.pipeline import domains, get_task
+    from da_seg.prepared import load_prepared
 
     cfg = load_config(path)
     source_domain, target_domain = domains(cfg, get_task(cfg))

@@ -395,8 +395,8 @@ def test_resume_with_a_damaged_segmenter_checkpoint(tmp_path: Path, data, monkey
 
 
 def test_load_state_never_runs_a_pickle(tmp_path: Path, monkeypatch) -> None:
+    from da_seg.checkpoints import load_state
     from da_seg.errors import DataError
-    from da_seg.training import load_state
 
     monkeypatch.chdir(tmp_path)
     _pickle(tmp_path / "state.pt")

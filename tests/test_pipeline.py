@@ -54,6 +54,20 @@ def test_run_writes_everything_a_user_needs(finished) -> None:
     assert "data:image/png;base64," in html and "Table 1" in html and "Translation fidelity" in html
     provenance = json.loads((run / "provenance.json").read_text())
     assert provenance["seed"] == 1 and "torch" in provenance["versions"]
+    used = {c["key"]: c for c in provenance["components"]}
+    assert used["task"]["package"] == "daseg-prostate-mr2ct" and used["task"]["version"]  # a plugin, named
+    assert used["translator"] == {
+        "key": "translator",
+        "kind": "translator",
+        "name": "cyclegan",
+        "plugin": "da_seg.translators",
+        "package": "da_seg",
+        "version": used["translator"]["version"],
+    }
+    report = (run / "report.md").read_text()
+    assert (
+        "## What ran" in report and "| task | task | prostate_mr2ct | prostate_mr2ct | daseg-prostate-mr2ct |" in report
+    )
 
 
 def test_predicted_masks_keep_the_ct_geometry(finished, tiny_phantom: Path) -> None:

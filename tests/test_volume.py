@@ -10,16 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from da_seg.errors import DataError
-from da_seg.volume import (
-    Volume,
-    crop_or_pad,
-    read_volume,
-    resample,
-    resample_to,
-    to_canonical,
-    uncrop,
-    write_volume,
-)
+from da_seg.geometry import crop_or_pad, resample, resample_to, to_canonical, uncrop
+from da_seg.volume import Volume, read_volume, write_volume
 
 
 def rotation_x(degrees: float) -> tuple[float, ...]:

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from da_seg.config import Config, PhantomConfig
-from da_seg.data import Case, Domain, PreparedCase, find_cases, load_prepared
-from da_seg.data import file_stamp as _stamp
+from da_seg.data import Case, Domain, PreparedCase, find_cases
 from da_seg.errors import ConfigError, DataError
+from da_seg.files import read_json, write_json
 from da_seg.pipeline.stages import fingerprint
+from da_seg.prepared import file_stamp as _stamp
+from da_seg.prepared import load_prepared
 from da_seg.registry import INTENSITIES
 from da_seg.task import Task
-from da_seg.training import read_json, write_json
 
 
 @dataclass

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from da_seg.data import PreparedCase
+from da_seg.files import read_json, write_json
+from da_seg.geometry import resample_to
 from da_seg.metrics.segmentation import evaluate_case
 from da_seg.pipeline.stages import fingerprint
 from da_seg.registry import METRICS
 from da_seg.tables import write_csv
 from da_seg.task import Task
-from da_seg.training import read_json, write_json
-from da_seg.volume import read_volume, resample_to, write_volume
+from da_seg.volume import read_volume, write_volume
 
 if TYPE_CHECKING:
     from da_seg.pipeline.dataset import Dataset

@@ -23,6 +23,8 @@ import torch
 from da_seg.api import get_task, validate
 from da_seg.config import Config
 from da_seg.data import PreparedCase
+from da_seg.distributed import barrier, init_distributed, is_main, local_device
+from da_seg.files import read_json, write_json
 from da_seg.pipeline.dataset import Dataset, prepare_dataset, resolve_data
 from da_seg.pipeline.evaluation import (
     evaluate_methods,
@@ -52,17 +54,7 @@ from da_seg.segmentation import (
     load_segmenter,
     train_segmenter,
 )
-from da_seg.training import (
-    barrier,
-    init_distributed,
-    is_main,
-    local_device,
-    read_json,
-    resolve_device,
-    seed_everything,
-    set_deterministic,
-    write_json,
-)
+from da_seg.training import resolve_device, seed_everything, set_deterministic
 from da_seg.translators import load_translator, save_domains
 from da_seg.volume import write_volume
 
@@ -238,6 +230,7 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
         timings=stages.timings,
         examples=report_examples(up.dataset, up.synct_test, methods),
         predictions=_predictions_summary(run_dir, predictions, up.dataset),
+        components=read_json(run_dir / "provenance.json").get("components"),
         extra_sections=statistics_sections(rows, up.task, evaluation_dir)
         + paper_test_section(rows, up.task)
         + folds_section(methods)

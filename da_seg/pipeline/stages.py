@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from da_seg.config import Config
+from da_seg.distributed import barrier, broadcast_object, is_main
 from da_seg.errors import DasegError
-from da_seg.training import (
-    barrier,
-    broadcast_object,
-    is_main,
-    os_error,
-    output_is_terminal,
-    read_json,
-    resolve_device,
-    write_json,
-)
+from da_seg.files import os_error, read_json, write_json
+from da_seg.progress import output_is_terminal
+from da_seg.provenance import components, environment, git_revision
+from da_seg.training import resolve_device
 
 
 def fingerprint(*parts: Any) -> str:
@@ -105,28 +98,6 @@ def _say(message: str) -> None:
     Console().print(f"[cyan]resume[/cyan]: {message}", highlight=False, soft_wrap=True)
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    names = ["da_seg", "torch", "kornia", "segmentation-models-pytorch", "timm", "SimpleITK", "numpy", "pluggy"]
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in names:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def _git_revision() -> str | None:
-    try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 RUN_MARKER = "provenance.json"
 """Written by `open_run_dir` into every run directory: ``--force`` deletes, and ``--resume`` writes into, only a
 folder that holds it."""
@@ -173,8 +144,9 @@ def open_run_dir(config: Config, *, resume: bool, force: bool) -> Path:
     write_json(
         run_dir / RUN_MARKER,
         {
-            "versions": _versions(),
-            "git": _git_revision(),
+            "versions": environment(),
+            "git": git_revision(),
+            "components": components(config),
             "seed": config.seed,
             "device": str(resolve_device(config.runtime.device)),
         },

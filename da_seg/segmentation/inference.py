@@ -13,17 +13,12 @@ import torch
 from scipy import ndimage
 from torch import Tensor, nn
 
+from da_seg.checkpoints import load_checkpoint, save_checkpoint
 from da_seg.errors import ConfigError, DataError
+from da_seg.files import read_json
 from da_seg.registry import SEGMENTERS
 from da_seg.slices import neighbour_index
-from da_seg.training import (
-    autocast,
-    load_checkpoint,
-    read_json,
-    resolve_device,
-    save_checkpoint,
-    to_layout,
-)
+from da_seg.training import autocast, resolve_device, to_layout
 
 COMPONENT = "segmenter"
 Case = tuple[np.ndarray, np.ndarray]
@@ -234,7 +229,7 @@ class SegmenterEnsemble(_Segments):
 
     def save(self, directory: str | Path, **info: Any) -> Path:
         """Each member in ``directory/fold<i>`` and the ensemble's meta.json (``info`` adds facts, e.g. folds)."""
-        from da_seg.training import write_json
+        from da_seg.files import write_json
 
         directory = Path(directory)
         names = [f"fold{i}" for i in range(len(self.members))]

@@ -14,31 +14,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from da_seg.checkpoints import load_checkpoint, load_state, save_checkpoint
 from da_seg.config import SegmentationConfig
+from da_seg.distributed import barrier, dist_info, is_main, shard
 from da_seg.errors import ConfigError, DataError
+from da_seg.files import read_json
 from da_seg.metrics.segmentation import dice
+from da_seg.progress import ScalarLog, progress_bar
 from da_seg.registry import LOSSES
 from da_seg.segmentation.inference import COMPONENT, Case, TrainedSegmenter, build_segmenter
 from da_seg.slices import SliceBank
-from da_seg.training import (
-    ScalarLog,
-    adam,
-    autocast,
-    barrier,
-    dist_info,
-    grad_scaler,
-    is_main,
-    load_checkpoint,
-    load_state,
-    prepare_module,
-    progress_bar,
-    read_json,
-    resolve_device,
-    save_checkpoint,
-    seed_everything,
-    shard,
-    to_layout,
-)
+from da_seg.training import adam, autocast, grad_scaler, prepare_module, resolve_device, seed_everything, to_layout
 
 
 # -- training ---------------------------------------------------------------------------------------------------
@@ -132,7 +118,7 @@ def train_segmenter(
         channels_last: NHWC memory layout for weights and batches (``runtime.channels_last``).
         compile: ``torch.compile`` the training network (``runtime.compile``).
 
-    Under torchrun (`da_seg.training.init_distributed`) every rank trains a DDP replica: all ranks draw the same
+    Under torchrun (`da_seg.distributed.init_distributed`) every rank trains a DDP replica: all ranks draw the same
     seeded global batch of ``world * batch_size`` slices and each takes its share ``[rank::world]``, gradients are
     averaged, so a step equals one process on the global batch for a batch-mean loss (``bce``; a Dice term over
     the batch is computed per rank). An epoch is one pass over the slices globally. Rank 0 alone writes the log
@@ -311,7 +297,7 @@ def cross_validate(
     reported Dice is not inflated by selection. ``train_kwargs`` go to `train_segmenter` (device, precision, seed,
     classes, domain, ...). A summary is written to ``workdir/folds.json``.
     """
-    from da_seg.training import write_json
+    from da_seg.files import write_json
 
     settings = settings or SegmentationConfig()
     workdir = Path(workdir)

@@ -165,14 +165,14 @@ class CheckpointAudit:
     @classmethod
     def load(cls, folder: str | Path) -> CheckpointAudit:
         """Read back what `write` wrote (a resumed run rebuilds its report section from it)."""
-        from da_seg.training import read_json
+        from da_seg.files import read_json
 
         data = read_json(Path(folder) / "audit.json")
         return cls(data["rows"], data["correlations"], data.get("seconds", {}))
 
     def write(self, folder: str | Path) -> Path:
         """``checkpoints.csv``, ``criteria.csv`` and ``audit.json`` in ``folder``."""
-        from da_seg.training import write_json
+        from da_seg.files import write_json
 
         folder = Path(folder)
         write_csv(folder / "checkpoints.csv", self.rows)

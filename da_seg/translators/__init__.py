@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from da_seg.errors import DataError
+from da_seg.files import read_json
 from da_seg.hookspecs import hookimpl
 from da_seg.registry import TRANSLATORS
-from da_seg.training import read_json
 from da_seg.translators.base import META, Translator, check_volume
 
 
@@ -52,8 +52,8 @@ def save_domains(directory: str | Path, source: Any, target: Any) -> None:
     """Record the source and target `Domain` beside a saved translator, so `translate_file` can prepare raw files,
     and which plugin (package) provides the translator in its meta.json, so a machine without it says what to
     install."""
+    from da_seg.files import write_json
     from da_seg.plugins import component_origin
-    from da_seg.training import write_json
 
     directory = Path(directory)
     write_json(directory / DOMAINS, {"source": source.settings, "target": target.settings})

@@ -37,29 +37,15 @@ import torch
 from torch import Tensor, nn
 
 from da_seg.augment import AugmentSpec, build_augmentation
+from da_seg.checkpoints import load_checkpoint, load_state, save_checkpoint
+from da_seg.distributed import barrier, dist_info, is_main, shard
 from da_seg.errors import ConfigError, DataError
+from da_seg.files import read_json
 from da_seg.losses import LSGANLoss, build_loss
+from da_seg.progress import ScalarLog, progress_bar
+from da_seg.provenance import package_version
 from da_seg.slices import SliceBank, spread, stack_25d
-from da_seg.training import (
-    ScalarLog,
-    adam,
-    autocast,
-    barrier,
-    dist_info,
-    grad_scaler,
-    is_main,
-    load_checkpoint,
-    load_state,
-    package_version,
-    prepare_module,
-    progress_bar,
-    read_json,
-    resolve_device,
-    save_checkpoint,
-    seed_everything,
-    shard,
-    to_layout,
-)
+from da_seg.training import adam, autocast, grad_scaler, prepare_module, resolve_device, seed_everything, to_layout
 from da_seg.translators.base import META, check_volume
 from da_seg.translators.cyclegan_state import FitState, ImagePool, check_resumable, read_back
 from da_seg.translators.networks import PatchDiscriminator, build_generator, init_weights

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from da_seg.training import read_json, write_json
+from da_seg.files import read_json, write_json
 from da_seg.translators.base import META, check_volume
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from da_seg.checkpoints import load_checkpoint
 from da_seg.errors import ConfigError, DataError
 from da_seg.registry import TRANSLATORS
-from da_seg.training import load_checkpoint
 from da_seg.translators import load_translator
 from da_seg.translators.cyclegan import CycleGAN
 

@@ -1,0 +1,55 @@
+"""Files the tool writes: atomically (never half a file), as JSON, and a full disk or an unwritable folder
+turned into one line naming the path."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from da_seg.errors import DataError
+
+
+def os_error(err: OSError, path: str | Path) -> DataError | None:
+    """A one-line `DataError` for a full disk or a folder that cannot be written, naming the path; else None."""
+    import errno
+
+    where = err.filename or path
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DataError(f"disk full while writing {where}: free some space (or choose another 'output'), then rerun")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
+        return DataError(f"cannot write {where} ({err.strerror}): choose a writable 'output' folder")
+    return None
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed over ``path`` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"missing file: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err}); the file may be damaged") from None

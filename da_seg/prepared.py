@@ -1,0 +1,134 @@
+"""Cases prepared on the common grid (`prepare_case`) and their on-disk cache (`load_prepared`): a second run with
+the same files and grid reads only `.npy` arrays."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from da_seg.data import (
+    Case,
+    Domain,
+    EmptyMaskWarning,
+    PreparedCase,
+    check_mask,
+)
+from da_seg.volume import Volume, read_volume
+
+CACHE_VERSION = 1
+
+
+def file_stamp(path: Path | None) -> Any:
+    """A file's (or a DICOM folder's files') identity: resolved path, and each file's name, mtime and size."""
+    if path is None:
+        return None
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [str(path.resolve()), [(f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.is_file()]]
+
+
+def cache_key(case: Case, domain: Domain) -> str:
+    """Changes when a file (path, mtime, size), the domain settings or the cache format change."""
+    payload = {
+        "v": CACHE_VERSION,
+        "image": file_stamp(case.image),
+        "label": file_stamp(case.label),
+        "binary": case.binary,
+    }
+    text = json.dumps({**payload, "domain": domain.settings}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _geometry(volume: Volume) -> dict[str, Any]:
+    return {
+        "shape": list(volume.shape),
+        "spacing": volume.spacing,
+        "origin": volume.origin,
+        "direction": volume.direction,
+    }
+
+
+def _placeholder(geometry: dict[str, Any]) -> Volume:
+    shape = tuple(geometry["shape"])
+    return Volume(
+        np.broadcast_to(np.zeros((), np.uint8), shape), geometry["spacing"], geometry["origin"], geometry["direction"]
+    )
+
+
+def _save(folder: Path, prepared: PreparedCase) -> None:
+    try:
+        _write_prepared(folder, prepared)
+    except OSError as err:  # a full disk or read-only cache: one line naming the folder
+        from da_seg.files import os_error
+
+        raise (os_error(err, folder) or err) from None
+
+
+def _write_prepared(folder: Path, prepared: PreparedCase) -> None:
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "image.npy", prepared.image)
+    if prepared.mask is not None:
+        np.save(tmp / "mask.npy", prepared.mask)
+    meta = {
+        "id": prepared.id,
+        "original": _geometry(prepared.original),
+        "grid": _geometry(prepared.grid),
+        "stats": prepared.stats,
+        "offset_hw": list(prepared.offset_hw),
+    }
+    (tmp / "case.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def _load(folder: Path) -> PreparedCase | None:
+    try:
+        meta = json.loads((folder / "case.json").read_text())
+        image = np.load(folder / "image.npy")
+        mask = np.load(folder / "mask.npy") if (folder / "mask.npy").exists() else None
+    except (OSError, ValueError, KeyError):
+        return None
+    offset = tuple(meta.get("offset_hw", (0, 0)))
+    return PreparedCase(
+        meta["id"], image, mask, _placeholder(meta["original"]), _placeholder(meta["grid"]), meta["stats"], offset
+    )
+
+
+def prepare_case(case: Case, domain: Domain) -> PreparedCase:
+    """Read one case (checking its mask) and put it on ``domain``'s grid."""
+    image = read_volume(case.image)
+    mask = None
+    if case.label is not None:
+        label = read_volume(case.label)
+        mask = label.with_array(check_mask(label, image, case))
+    return domain.prepare(image, mask, id=case.id)
+
+
+def load_prepared(cases: list[Case], domain: Domain, cache_dir: str | Path | None = None) -> list[PreparedCase]:
+    """Prepare every case, reusing ``cache_dir/<key>/`` (``image.npy``, ``mask.npy``, ``case.json``) when fresh.
+
+    The key covers the files (path, mtime, size) and the domain settings, so an edited file or another grid is
+    prepared again; a second run with the same data reads only ``.npy`` files.
+    """
+    prepared = []
+    for case in cases:
+        if cache_dir is None:
+            prepared.append(prepare_case(case, domain))
+            continue
+        folder = Path(cache_dir) / f"{case.id}-{cache_key(case, domain)}"
+        cached = _load(folder) if folder.is_dir() else None
+        if cached is None:
+            cached = prepare_case(case, domain)
+            _save(folder, cached)
+        elif cached.mask is not None and case.label is not None and not cached.mask.any():
+            warnings.warn(f"{case.label}: mask is empty (no foreground voxel)", EmptyMaskWarning, stacklevel=2)
+        prepared.append(cached)
+    return prepared
