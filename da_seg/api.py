@@ -108,8 +108,16 @@ def check_forward(config: Config, components: Components) -> None:
         segmenter: ``(1, 2c+1, H, W)`` float32 in [-1, 1] -> logits ``(1, classes, H, W)`` floating point, with
         ``classes`` the task's structures (one more, the background, for ``multiclass = "softmax"``).
     """
+    from da_seg.volume import check_fits
+
     seg = config.segmentation
     height, width = tuple(config.data.size or components.task.size)
+    # the dummy batch is one stack of slices cropped to data.size: refuse a size that cannot fit before allocating
+    check_fits(
+        (2 * seg.context + 1, height, width),
+        f"one slice stack cropped to data.size {[height, width]}",
+        "use a smaller data.size",
+    )
     classes = _classes(config, components.task)
     generator = torch.Generator().manual_seed(0)
     batch = torch.rand((1, 2 * seg.context + 1, height, width), generator=generator) * 2 - 1

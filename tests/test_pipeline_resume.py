@@ -40,7 +40,7 @@ def test_resume_after_changing_seed_or_loss_retrains(tmp_path: Path, tiny_config
     assert "stage 'seg_synct': its settings, inputs or code changed" in capfd.readouterr().out
     run_dir, _ = _resume_equals_fresh(tmp_path, tiny_config, "edited", {"seed": 7, "segmentation.loss": "dice"})
     err = capfd.readouterr().out
-    assert "stage 'seg_synct'" in err and "stage 'translator'" not in err  # the translator did not read the loss
+    assert "resume: stage 'seg_synct'" in err and "resume: stage 'translator'" not in err  # it did not read the loss
 
 
 @pytest.fixture
