@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import da_seg.data as data
+import da_seg.prepared as prepared
 from da_seg.data import Case, Domain, EmptyMaskWarning, find_cases
 from da_seg.errors import DataError
 from da_seg.intensity import CTWindow, MRPercentile
@@ -223,7 +223,7 @@ def test_second_run_reads_the_cache_not_the_files(tmp_path: Path, monkeypatch: p
     def no_reading(path):  # a second run must not touch the image files
         raise AssertionError(f"read {path}")
 
-    monkeypatch.setattr(data, "read_volume", no_reading)
+    monkeypatch.setattr(prepared, "read_volume", no_reading)
     second = load_prepared(cases, domain, tmp_path / "cache")
     for a, b in zip(first, second, strict=True):
         assert a.id == b.id

@@ -215,7 +215,7 @@ def test_loading_a_plugin_again_by_another_route_is_harmless(tmp_path: Path, arg
 GAMMA = """
 import numpy as np
 from da_seg import hookimpl
-from da_seg.training import read_json, write_json
+from da_seg.files import read_json, write_json
 
 
 class Gamma:
