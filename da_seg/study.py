@@ -22,7 +22,7 @@ from da_seg.config import Config, load_config
 from da_seg.errors import ConfigError
 from da_seg.files import write_json
 from da_seg.pipeline import Stages, evaluate_methods, fingerprint, open_run_dir, prepare_upstream, train_methods
-from da_seg.pipeline.upstream import EVALUATION_STAGE_VERSION
+from da_seg.pipeline.upstream import EVALUATION_STAGE_VERSION, SYNCT_TEST
 from da_seg.stats import compare_methods
 from da_seg.tables import mean_sd, to_markdown, write_csv
 
@@ -242,7 +242,7 @@ def _study_table(rows: list[dict[str, Any]], variations: list[dict[str, Any]], c
     for i, variation in enumerate(variations):
         mine = [r for r in rows if r["variation"] == i]
         ct = [r["dice"] for r in mine if r["test"] == target]
-        synct = [r["dice"] for r in mine if r["test"] == "SynCT"]
+        synct = [r["dice"] for r in mine if r["test"] == SYNCT_TEST]
         p = p_values.get(mine[0]["method"]) if i and mine else None
         table.append(
             {

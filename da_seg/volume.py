@@ -335,6 +335,29 @@ def write_volume(volume: Volume, path: str | Path, *, mask: bool = False) -> Pat
     return path
 
 
+def is_volume_folder(path: Path) -> bool:
+    """True for a folder of volumes (or one with ``images/``), False for a file or a DICOM series folder."""
+    return path.is_dir() and ((path / "images").is_dir() or any(volume_suffix(p) for p in path.iterdir()))
+
+
+def input_output_pairs(inputs: Path, output: Path) -> list[tuple[Path, Path]]:
+    """What `predict` and `translate` write where: ``(inputs, output)`` for one file or DICOM series, or
+    ``(volume, output/<case>.nii.gz)`` for every volume of a folder (or of its ``images/``); checked by
+    `check_outputs` before anything is written."""
+    if not inputs.exists():
+        raise DataError(f"input not found: {inputs}")
+    if not is_volume_folder(inputs):
+        pairs = [(inputs, output)]
+    else:
+        folder = inputs / "images" if (inputs / "images").is_dir() else inputs
+        files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (volume_suffix(p) or p.is_dir()))
+        if not files:
+            raise DataError(f"{inputs}: no image files found")
+        pairs = [(f, output / f"{volume_id(f)}.nii.gz") for f in files]
+    check_outputs(pairs)
+    return pairs
+
+
 def check_outputs(pairs: list[tuple[Path, Path]]) -> None:
     """Refuse ``(input, output)`` writes that would overwrite an input (or write into a DICOM input folder), or
     that would put two inputs' results into one file, before anything is written.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,8 +86,8 @@ class Dataset:
     """Everything preprocessed onto the common grid, split once by seed.
 
     ``source_unlabelled`` (images only) joins the translator's training, never the segmenter's. ``predict`` is
-    target-domain images to segment and nothing else. ``ct_files`` maps every target-domain image the run segments
-    (``target``, ``evaluation``, ``predict``) from its case id to its file, in that order.
+    target-domain images to segment and nothing else. ``files`` holds the cases on disk by role (``source``,
+    ``target``, ``evaluation``, ...), behind `ct_files` and `stamp`.
     """
 
     source_domain: Domain
@@ -99,16 +101,22 @@ class Dataset:
     paired_target: dict[str, Path]
     source_unlabelled: list[PreparedCase] = field(default_factory=list)
     predict: list[PreparedCase] = field(default_factory=list)
-    ct_files: dict[str, Path] = field(default_factory=dict)
     files: dict[str, list[Case]] = field(default_factory=dict)
 
+    @property
+    def ct_files(self) -> dict[str, Path]:
+        """Case id -> file of every target-domain image the run segments (``target``, ``evaluation``, ``predict``)."""
+        return _ct_files(self.files)
+
+    @cached_property
+    def _stamps(self) -> dict[str, Any]:
+        """Each role's files (path, size, modification time), taken once so every stage's key sees the same state."""
+        return {role: [[_stamp(c.image), _stamp(c.label)] for c in cases] for role, cases in self.files.items()}
+
     def stamp(self, *roles: str) -> str:
-        """A fingerprint of the files behind ``roles`` (``source``, ``target``, ``evaluation``, ...): each image's
-        and label's path, size and modification time, so a stage that read them re-runs when one changes, appears
-        or goes."""
-        return fingerprint(
-            {role: [[_stamp(c.image), _stamp(c.label)] for c in self.files.get(role, [])] for role in roles}
-        )
+        """A fingerprint of the files behind ``roles`` (``source``, ``target``, ``evaluation``, ...), so a stage
+        that read them re-runs when one changes, appears or goes."""
+        return fingerprint({role: self._stamps.get(role, []) for role in roles})
 
     def cases_to_segment(self) -> list[PreparedCase]:
         """Every target-domain image the run segments, once each (an image in two folders counts once)."""
@@ -137,12 +145,13 @@ def split_test(cases: list[PreparedCase], fraction: float, seed: int) -> tuple[l
     return [c for i, c in enumerate(cases) if i not in test], [c for i, c in enumerate(cases) if i in test]
 
 
-def _ct_files(groups: list[tuple[str, list[Case]]]) -> dict[str, Path]:
-    """Case id -> image file over the target-domain folders; one id naming two different files is an error."""
+def _ct_files(by_role: dict[str, list[Case]]) -> dict[str, Path]:
+    """Case id -> image file over the target-domain roles that are segmented (``target``, ``evaluation``,
+    ``predict``); one id naming two different files is an error."""
     files: dict[str, Path] = {}
     where: dict[str, str] = {}
-    for key, cases in groups:
-        for case in cases:
+    for key in ("target", "evaluation", "predict"):
+        for case in by_role.get(key, []):
             known = files.get(case.id)
             if known is not None and known.resolve() != case.image.resolve():
                 raise DataError(
@@ -172,7 +181,6 @@ def prepare_dataset(config: Config, task: Task, folders: DataFolders, cache: Pat
         labels = {c.id: c.label for c in eval_cases}
     predict_cases = find_cases(folders.predict, labelled=False) if folders.predict is not None else []
     predict = load_prepared(predict_cases, target_domain, cache)
-    ct_files = _ct_files([("target", target_cases), ("evaluation", eval_cases), ("predict", predict_cases)])
     labelled, labelled_cases = [], []
     if folders.target_labelled is not None and "oracle" in config.baselines:
         labelled_cases = find_cases(folders.target_labelled, labelled=True, binary=binary)
@@ -182,7 +190,7 @@ def prepare_dataset(config: Config, task: Task, folders: DataFolders, cache: Pat
         paired_cases = find_cases(folders.paired_target, labelled=False)
         paired = {c.id: c.image for c in paired_cases}
     train, test = split_test(source, 0.25, config.seed)
-    return Dataset(
+    dataset = Dataset(
         source_domain,
         target_domain,
         train,
@@ -194,7 +202,6 @@ def prepare_dataset(config: Config, task: Task, folders: DataFolders, cache: Pat
         paired,
         unlabelled,
         predict,
-        ct_files,
         {
             "source": source_cases,
             "source_unlabelled": unlabelled_cases,
@@ -205,3 +212,5 @@ def prepare_dataset(config: Config, task: Task, folders: DataFolders, cache: Pat
             "paired_target": paired_cases,
         },
     )
+    _ct_files(dataset.files)  # one id naming two different target files is refused now, before anything trains
+    return dataset

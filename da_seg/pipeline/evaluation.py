@@ -14,6 +14,7 @@ from da_seg.files import read_json, write_json
 from da_seg.geometry import resample_to
 from da_seg.metrics.segmentation import evaluate_case
 from da_seg.pipeline.stages import fingerprint
+from da_seg.pipeline.upstream import SYNCT_TEST
 from da_seg.registry import METRICS
 from da_seg.tables import write_csv
 from da_seg.task import Task
@@ -147,7 +148,7 @@ def paper_test_section(rows: list[dict[str, Any]], task: Task) -> list[tuple[str
     from da_seg.stats import mann_whitney
     from da_seg.tables import mean_sd
 
-    synct = [r["dice"] for r in rows if r["method"] == "synct" and r["test"] == f"Syn{task.target_modality}"]
+    synct = [r["dice"] for r in rows if r["method"] == "synct" and r["test"] == SYNCT_TEST]
     real = [r["dice"] for r in rows if r["method"] == "synct" and r["test"] == task.target_modality]
     if len(synct) < 2 or len(real) < 2:
         return []
@@ -156,11 +157,11 @@ def paper_test_section(rows: list[dict[str, Any]], task: Task) -> list[tuple[str
     text = (
         f"The paper reports that its SynCT-trained 2.5D Res-U-Net reached Dice values on the SynCT and the real CT "
         f"test sets with no statistical difference (p > 0.05). This run, segmenter `synct`: Dice on held-out "
-        f"Syn{task.target_modality} {mean_sd(synct)} (n = {len(synct)}) vs the evaluation {task.target_modality} "
+        f"{SYNCT_TEST} {mean_sd(synct)} (n = {len(synct)}) vs the evaluation {task.target_modality} "
         f"{mean_sd(real)} (n = {len(real)}); two-sided Mann-Whitney U = {test.statistic:.1f}, "
         f"p = {test.p_value:.3g}, rank-biserial r = {test.effect_size:+.2f}: {verdict}."
     )
-    title = f"The paper's test: Dice on Syn{task.target_modality} vs on {task.target_modality}"
+    title = f"The paper's test: Dice on {SYNCT_TEST} vs on {task.target_modality}"
     return [(title, text, f"<p>{html.escape(text)}</p>")]
 
 

@@ -13,6 +13,7 @@ The run directory must be on a file system every rank sees (one node, or a share
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from da_seg.pipeline.upstream import (
     EVALUATION_STAGE_VERSION,
     PREDICTIONS_STAGE_VERSION,
     SEGMENTER_STAGE_VERSION,
+    SYNCT_TEST,
     TRANSLATOR_STAGE_VERSION,
     Method,
     Upstream,
@@ -181,7 +183,7 @@ def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True
     config, task, dataset = up.config, up.task, up.dataset
     seg = segmentation or config.segmentation
     seg_key = seg.model_dump(mode="json")
-    plan = [("synct", "SynCT", up.synct_train, up.synct_test, "SynCT", up.synct_key)]
+    plan = [("synct", SYNCT_TEST, up.synct_train, up.synct_test, SYNCT_TEST, up.synct_key)]
     if baselines and "no_adaptation" in config.baselines:
         source = task.source_modality
         plan.append(("no_adaptation", source, dataset.source_train, dataset.source_test, source, up.data_key))
@@ -243,11 +245,12 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
 
 def _predictions_summary(run_dir: Path, predictions: Path, dataset: Dataset) -> dict[str, Any]:
     """What the report says about the target masks: how many per method, where, and whether any was scored."""
-    index = read_json(predictions / "index.json")
-    counts: dict[str, int] = {}
-    for row in index:
-        counts[row["method"]] = counts.get(row["method"], 0) + 1
-    return {"folder": str(predictions.relative_to(run_dir)), "counts": counts, "labelled": len(dataset.evaluation)}
+    counts = Counter(row["method"] for row in read_json(predictions / "index.json"))
+    return {
+        "folder": str(predictions.relative_to(run_dir)),
+        "counts": dict(counts),
+        "labelled": len(dataset.evaluation),
+    }
 
 
 def _fit_translator(config: Config, dataset: Dataset, folder: Path, device: torch.device) -> None:

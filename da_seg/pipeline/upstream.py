@@ -19,6 +19,9 @@ from da_seg.pipeline.stages import Stages
 from da_seg.segmentation import Segmenter
 from da_seg.task import Task
 
+SYNCT_TEST = "SynCT"
+"""The ``test`` (and ``train``) name of the held-out SynCT subjects in metric rows."""
+
 # A stage's code version is part of its fingerprint: bump it when what the stage computes or writes changes, so
 # ``--resume`` redoes the stage instead of reusing a result of the old code.
 TRANSLATOR_STAGE_VERSION = 1

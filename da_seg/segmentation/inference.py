@@ -3,6 +3,7 @@ post-processing, and whole files or folders (`predict_file`, `predict`). See `da
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +27,15 @@ Case = tuple[np.ndarray, np.ndarray]
 
 
 # -- inference --------------------------------------------------------------------------------------------------
-class _Segments:
+class _Segments(ABC):
     """`segment` for anything with ``predict``, ``defaults`` and ``multiclass`` (one model or an ensemble)."""
 
     defaults: dict[str, Any]
     multiclass: str
 
+    @abstractmethod
     def predict(self, image: np.ndarray, tta_flip: bool = False) -> np.ndarray:
-        raise NotImplementedError
+        """Per-structure probabilities of every slice. Shape: ``(z, H, W)`` -> ``(z, H, W)`` or ``(K, z, H, W)``."""
 
     def segment(
         self,
@@ -370,21 +372,6 @@ def predict_file(
     return write_volume(volume.with_array(restored.array.astype(np.uint8)), out_path, mask=True)
 
 
-def _inputs(folder: Path) -> list[Path]:
-    from da_seg.volume import volume_suffix
-
-    if (folder / "images").is_dir():
-        folder = folder / "images"
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (volume_suffix(p) or p.is_dir()))
-
-
-def is_volume_folder(path: Path) -> bool:
-    """True for a folder of volumes (or one with ``images/``), False for a file or a DICOM series folder."""
-    from da_seg.volume import volume_suffix
-
-    return path.is_dir() and ((path / "images").is_dir() or any(volume_suffix(p) for p in path.iterdir()))
-
-
 def predict(
     model_dir: str | Path,
     inputs: str | Path,
@@ -399,20 +386,11 @@ def predict(
 
     ``model_dir`` is a trained segmenter folder: one model or a cross-validation ensemble (`load_segmenter`).
     """
-    from da_seg.volume import check_outputs, volume_id
+    from da_seg.volume import input_output_pairs
 
-    inputs, output = Path(inputs), Path(output)
-    if not inputs.exists():
-        raise DataError(f"input not found: {inputs}")
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise ConfigError(f"threshold = {threshold}: must be a probability in (0, 1), e.g. 0.5 (--threshold)")
-    if is_volume_folder(inputs):
-        pairs = [(f, output / f"{volume_id(f)}.nii.gz") for f in _inputs(inputs)]
-        if not pairs:
-            raise DataError(f"{inputs}: no image files found")
-    else:
-        pairs = [(inputs, output)]
-    check_outputs(pairs)
+    pairs = input_output_pairs(Path(inputs), Path(output))
     segmenter = load_segmenter(model_dir, device)
     options = {"threshold": threshold, "largest_component": largest_component, "tta_flip": tta_flip}
     return [predict_file(segmenter, f, out, **options) for f, out in pairs]

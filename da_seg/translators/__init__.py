@@ -81,19 +81,9 @@ def translate_files(
     model_dir: str | Path, inputs: str | Path, output: str | Path, *, device: torch.device | str = "cpu"
 ) -> list[Path]:
     """`translate_file` for one file, or for every volume in a folder (written as ``output/<case>.nii.gz``)."""
-    from da_seg.segmentation import is_volume_folder
-    from da_seg.volume import check_outputs, volume_id, volume_suffix
+    from da_seg.volume import input_output_pairs
 
-    inputs, output = Path(inputs), Path(output)
-    if not inputs.exists():
-        raise DataError(f"input not found: {inputs}")
-    if is_volume_folder(inputs):
-        folder = inputs / "images" if (inputs / "images").is_dir() else inputs
-        files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (volume_suffix(p) or p.is_dir()))
-        pairs = [(f, output / f"{volume_id(f)}.nii.gz") for f in files]
-    else:  # a file or one DICOM series
-        pairs = [(inputs, output)]
-    check_outputs(pairs)
+    pairs = input_output_pairs(Path(inputs), Path(output))
     return [translate_file(model_dir, f, out, device=device) for f, out in pairs]
 
 
