@@ -111,6 +111,10 @@ class SegmentationConfig(Strict):
         "per structure, argmax (ce, softmax_dice, ce_dice)",
     )
     augment: list[ComponentSpec] = Field(default_factory=lambda: [dict(a) for a in DEFAULT_AUGMENT])
+    randomise: list[ComponentSpec] = Field(
+        default_factory=lambda: [{"name": "gin"}, {"name": "bezier"}],
+        description="intensity remappings added after `augment` for the domain_randomisation baseline only",
+    )
     val_fraction: float = Field(
         0.2, gt=0.0, le=0.5, description="share of the training subjects held out for validation (at most half)"
     )
@@ -121,7 +125,7 @@ class SegmentationConfig(Strict):
 
     _names = field_validator("model", "loss", mode="before")(_needs_name)
 
-    @field_validator("augment", mode="before")
+    @field_validator("augment", "randomise", mode="before")
     @classmethod
     def _aug_names(cls, v: Any) -> Any:
         return [_needs_name(a) for a in v] if isinstance(v, list) else v
@@ -199,7 +203,9 @@ class Config(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     translator: ComponentSpec = Field(default_factory=lambda: {"name": "cyclegan"})
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
-    baselines: list[Literal["no_adaptation", "oracle"]] = Field(default_factory=lambda: ["no_adaptation", "oracle"])
+    baselines: list[Literal["no_adaptation", "oracle", "domain_randomisation"]] = Field(
+        default_factory=lambda: ["no_adaptation", "oracle"]
+    )
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
 

@@ -29,6 +29,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "da_seg.losses",
     "da_seg.intensity",
     "da_seg.augment",
+    "da_seg.randomisation",
+    "da_seg.structure",
     "da_seg.metrics.segmentation",
     "da_seg.metrics.fidelity",
     "da_seg.translators",

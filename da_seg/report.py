@@ -27,8 +27,15 @@ METHOD_LABELS = {
     "synct": "adapted: trained on SynCT",
     "no_adaptation": "no adaptation: trained on source images",
     "oracle": "oracle: trained on labelled target images",
+    "domain_randomisation": "domain randomisation: trained on source images with random intensity remapping",
 }
-PALETTE = {"reference": "#2ca02c", "synct": "#d62728", "no_adaptation": "#1f77b4", "oracle": "#9467bd"}
+PALETTE = {
+    "reference": "#2ca02c",
+    "synct": "#d62728",
+    "no_adaptation": "#1f77b4",
+    "oracle": "#9467bd",
+    "domain_randomisation": "#ff7f0e",
+}
 
 
 def summary_rows(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("dice", "hd95", "assd")) -> list[list[str]]:

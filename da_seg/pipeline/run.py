@@ -182,18 +182,24 @@ def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True
     """
     config, task, dataset = up.config, up.task, up.dataset
     seg = segmentation or config.segmentation
-    seg_key = seg.model_dump(mode="json")
-    plan = [("synct", SYNCT_TEST, up.synct_train, up.synct_test, SYNCT_TEST, up.synct_key)]
+    seg_key = seg.model_dump(mode="json", exclude={"randomise"})
+    source = task.source_modality
+    plan = [("synct", SYNCT_TEST, up.synct_train, up.synct_test, SYNCT_TEST, up.synct_key, seg)]
     if baselines and "no_adaptation" in config.baselines:
-        source = task.source_modality
-        plan.append(("no_adaptation", source, dataset.source_train, dataset.source_test, source, up.data_key))
+        plan.append(("no_adaptation", source, dataset.source_train, dataset.source_test, source, up.data_key, seg))
+    if baselines and "domain_randomisation" in config.baselines:  # source images, intensities remapped at random
+        randomised = seg.model_copy(update={"augment": [*seg.augment, *seg.randomise]})
+        key = fingerprint(up.data_key, seg.randomise)
+        plan.append(
+            ("domain_randomisation", source, dataset.source_train, dataset.source_test, source, key, randomised)
+        )
     if baselines and "oracle" in config.baselines and dataset.target_labelled:
         oracle_key = fingerprint(up.data_key, dataset.stamp("target_labelled"))
-        plan.append(("oracle", task.target_modality, dataset.target_labelled, [], None, oracle_key))
+        plan.append(("oracle", task.target_modality, dataset.target_labelled, [], None, oracle_key, seg))
     methods = []
-    for name, train_on, train, test, test_on, upstream_key in plan:
+    for name, train_on, train, test, test_on, upstream_key, settings in plan:
         key = fingerprint(upstream_key, seg_key, config.runtime.precision, SEGMENTER_STAGE_VERSION)
-        model, tests = _train(up, f"seg_{name}{tag}", key, seg, train, test)
+        model, tests = _train(up, f"seg_{name}{tag}", key, settings, train, test)
         methods.append(Method(name + tag, train_on, model, key, test_on if tests else None, tests))
     return methods
 

@@ -98,14 +98,14 @@ class FitState:
         torch.set_rng_state(state["torch_rng"])
 
 
-def read_back(pending: list[dict[str, Tensor]]) -> list[dict[str, float]]:
+def read_back(pending: list[dict[str, Tensor]], name: str = "cyclegan") -> list[dict[str, float]]:
     """The losses of several iterations as floats, in one device-to-host copy; a non-finite one is an error."""
     keys = list(pending[0])
     rows = torch.stack([torch.stack([losses[k] for k in keys]) for losses in pending]).tolist()
     out = [dict(zip(keys, row, strict=True)) for row in rows]
     for losses in out:
         if not all(math.isfinite(v) for v in losses.values()):
-            raise DataError(f"cyclegan: a loss became non-finite ({losses}); lower lr or use precision fp32")
+            raise DataError(f"{name}: a loss became non-finite ({losses}); lower lr or use precision fp32")
     return out
 
 

@@ -1,0 +1,340 @@
+"""The training loop every adversarial translator shares (`AdversarialTranslator`): CycleGAN, its shape-consistent
+variant and CUT differ only in their networks and in what one training step computes.
+
+Slices are sampled from volumes preloaded on the training device (`SliceBank`), augmented there with kornia
+(`build_augmentation`, per domain) and optionally cropped to ``image_size``. A subclass defines `networks` (every
+module trained and checkpointed), `parameter_groups` (generator side, discriminator side: one Adam each) and
+`train_step`; `fit` does the rest: seeding, optimizers and the learning-rate schedule (constant, then linear decay
+to zero over the last ``decay_epochs`` epochs, CycleGAN's), image pools, checkpoints, resume, logs and sample grids.
+
+``workdir`` (optional) receives: ``last/`` (weights of all networks, optimizers, schedules, image pools and RNG
+state: `fit` resumes from it and continues from the saved epoch), ``epoch_NNNN/`` snapshots (the newest
+``keep_checkpoints``; each loads with `load_translator`), ``log.jsonl`` (scalars) and ``samples/epoch_NNNN.png``
+(rows of source | translated [| reconstructed source]).
+
+Under torchrun every rank trains DDP replicas: all ranks draw the same seeded global batch of ``world *
+batch_size`` slices and each takes its share ``[rank::world]``; gradients are averaged, so a step equals one process
+on the global batch. Rank 0 alone writes ``workdir``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import kornia.augmentation as K
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from da_seg.augment import build_augmentation
+from da_seg.checkpoints import load_checkpoint, load_state, save_checkpoint
+from da_seg.distributed import barrier, dist_info, is_main, shard
+from da_seg.errors import ConfigError, DataError
+from da_seg.files import read_json
+from da_seg.progress import ScalarLog, progress_bar
+from da_seg.provenance import package_version
+from da_seg.slices import SliceBank, spread, stack_25d
+from da_seg.training import adam, autocast, grad_scaler, prepare_module, resolve_device, seed_everything, to_layout
+from da_seg.translators.base import META, check_volume
+from da_seg.translators.cyclegan_state import FitState, ImagePool, check_resumable, read_back
+from da_seg.translators.networks import init_weights
+
+UNLABELLED = 255
+"""Mask value of source volumes given without labels (``source_masks`` entry None); their slices carry no label."""
+
+
+class AdversarialTranslator:
+    """Base of the GAN translators; ``self.config`` holds the constructor's arguments (JSON-ready).
+
+    Subclasses set ``name``, ``saved`` (the networks `save` keeps for `translate`; ``g_ab`` is the source -> target
+    generator) and ``uses_labels`` (True: `fit` gives `train_step` the source masks), and call `_setup`.
+    """
+
+    name = "adversarial"
+    saved: tuple[str, ...] = ("g_ab",)
+    uses_labels = False
+
+    def _setup(self, config: dict[str, Any]) -> None:
+        """Check and keep the shared settings: epochs, decay, batch size, context, augmentation, crop."""
+        epochs, decay = config["epochs"], config.get("decay_epochs")
+        if epochs < 1 or config["batch_size"] < 1 or config["width"] < 1 or config["context"] < 0:
+            raise ConfigError(f"{self.name}: epochs, batch_size and width must be >= 1 and context >= 0")
+        decay = epochs // 2 if decay is None else decay
+        if not 0 <= decay <= epochs:
+            raise ConfigError(f"decay_epochs must be in [0, epochs={epochs}], got {decay}")
+        if config["image_size"] is not None and config["image_size"] < 1:
+            raise ConfigError(f"{self.name} image_size must be >= 1, got {config['image_size']}")
+        config["betas"] = list(config["betas"])
+        for key in ("source_augment", "target_augment"):
+            config[key] = [s if isinstance(s, str) else dict(s) for s in config[key]]
+        self.config: dict[str, Any] = config
+        self.epochs, self.decay_epochs, self.context = epochs, decay, config["context"]
+        self.source_augment = build_augmentation(config["source_augment"])
+        self.target_augment = build_augmentation(config["target_augment"])
+        self.device = torch.device("cpu")
+        self.precision = "fp32"
+        self.channels_last = False
+        self.epoch = 0  # epochs trained so far
+        self._train_nets: dict[str, nn.Module] = {}  # DDP/compiled wrappers, set while `fit` runs
+
+    # -- what a subclass defines ------------------------------------------------------------------------------
+    @property
+    def networks(self) -> dict[str, nn.Module]:
+        """Every module `fit` trains and checkpoints, by attribute name."""
+        raise NotImplementedError
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(generator-side, discriminator-side) parameters; each gets its own Adam."""
+        raise NotImplementedError
+
+    def train_step(
+        self, real_a: Tensor, real_b: Tensor, state: FitState, mask_a: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """One update of every network; returns detached device losses (read back every ``log_every`` steps)."""
+        raise NotImplementedError
+
+    # -- shared -----------------------------------------------------------------------------------------------
+    def net(self, name: str) -> nn.Module:
+        """The module to call in `train_step`: its DDP/compiled wrapper while `fit` runs, else the plain one."""
+        return self._train_nets.get(name, self.networks[name])
+
+    def to(self, device: torch.device | str) -> AdversarialTranslator:
+        self.device = torch.device(device)
+        for net in self.networks.values():
+            net.to(self.device)
+        return self
+
+    def lr_factor(self, epoch: int) -> float:
+        """Learning-rate multiplier in epoch ``epoch`` (0-based): 1, then linear decay reaching 0 after the end."""
+        constant = self.epochs - self.decay_epochs
+        return 1.0 - max(0, epoch + 1 - constant) / (self.decay_epochs + 1)
+
+    def fit(
+        self,
+        source: Sequence[np.ndarray],
+        target: Sequence[np.ndarray],
+        *,
+        workdir: Path | None = None,
+        device: torch.device | str = "cpu",
+        precision: str = "fp32",
+        seed: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
+        source_masks: Sequence[np.ndarray | None] | None = None,
+    ) -> AdversarialTranslator:
+        """Train on unpaired source and target volumes; ``channels_last`` and ``compile`` are the runtime switches.
+
+        ``source_masks`` (one label map or None per source volume) reach `train_step` when ``uses_labels``.
+        """
+        if not source or not target:
+            raise DataError(f"{self.name}: fit needs at least one source and one target volume")
+        dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+        self.to(dev)
+        self.precision = precision
+        cfg = self.config
+        generator = seed_everything(seed)
+        for net in self.networks.values():  # fit trains from scratch (or resumes below): seeded initial weights
+            init_weights(net)
+        source = [check_volume(v) for v in source]
+        masks = _label_maps(source, source_masks, self.name) if self.uses_labels else None
+        bank_a = SliceBank(source, masks, context=self.context, device=dev)
+        bank_b = SliceBank([check_volume(v) for v in target], context=self.context, device=dev)
+        smallest = min(
+            cfg["image_size"] or min(bank_a.images.shape[-2:]), cfg["image_size"] or min(bank_b.images.shape[-2:])
+        )
+        if smallest < 3 * 2 ** cfg["disc_layers"]:
+            raise ConfigError(
+                f"{self.name}: training images of {smallest} pixels are too small for a PatchGAN with disc_layers="
+                f"{cfg['disc_layers']}; use images of at least {3 * 2 ** cfg['disc_layers']} pixels or fewer layers"
+            )
+        iterations = cfg["iterations_per_epoch"] or max(1, max(len(bank_a), len(bank_b)) // cfg["batch_size"])
+        size = cfg["image_size"]
+        crop = None if size is None else K.RandomCrop((size, size), pad_if_needed=True, fill=-1.0)
+        gen_params, disc_params = self.parameter_groups()
+        opt_g = adam(gen_params, lr=cfg["lr"], betas=tuple(cfg["betas"]))
+        opt_d = adam(disc_params, lr=cfg["lr"], betas=tuple(cfg["betas"]))
+        pool = cfg.get("pool_size", 0)
+        state = FitState(
+            opt_g,
+            opt_d,
+            torch.optim.lr_scheduler.LambdaLR(opt_g, self.lr_factor),
+            torch.optim.lr_scheduler.LambdaLR(opt_d, self.lr_factor),
+            ImagePool(pool),
+            ImagePool(pool),
+            generator,
+            grad_scaler(dev, precision),
+        )
+        main, dist = is_main(), dist_info()
+        workdir = None if workdir is None else Path(workdir)
+        log = None if workdir is None or not main else ScalarLog(workdir / "log.jsonl")
+        samples = bank_a.batch(torch.as_tensor(spread(len(bank_a), 4), device=dev))[0]
+
+        start = 0
+        if workdir is not None and (workdir / "last" / META).exists():
+            start = self._resume(workdir / "last", state)
+        self.channels_last = channels_last
+        for name, net in self.networks.items():
+            plain, self._train_nets[name] = prepare_module(net, dev, channels_last, compile)
+            setattr(self, name, plain)
+        if dist.distributed:  # same weights (DDP broadcasts rank 0's), different augmentations per rank
+            torch.manual_seed(seed + 7919 * dist.rank)
+
+        def sample(bank: SliceBank, augment: Any) -> tuple[Tensor, Tensor | None]:
+            index = shard(torch.randint(len(bank), (cfg["batch_size"] * dist.world,), generator=generator))
+            images, labels = augment(*bank.batch(index))
+            if crop is not None and labels is None:
+                images = crop(images)
+            elif crop is not None:  # one crop for image and label map: crop them as channels of one tensor
+                both = crop(torch.cat([images, labels.float()], dim=1))
+                images, labels = both[:, : images.shape[1]], both[:, images.shape[1] :].clamp_min(0).round()
+                labels = labels.to(torch.uint8)
+            return to_layout(images, channels_last), labels
+
+        progress = progress_bar(transient=True)
+        progress.disable = not main
+        with progress:
+            task = progress.add_task(self.name, total=(self.epochs - start) * iterations, status="")
+            for epoch in range(start, self.epochs):
+                sums: dict[str, float] = {}
+                pending: list[dict[str, Tensor]] = []
+                tic = time.perf_counter()
+                for it in range(iterations):
+                    real_a, mask_a = sample(bank_a, self.source_augment)
+                    real_b, _ = sample(bank_b, self.target_augment)
+                    pending.append(self.train_step(real_a, real_b, state, mask_a))
+                    logged = bool(cfg["log_every"]) and it % cfg["log_every"] == 0
+                    if logged or it == iterations - 1:  # read the losses back only here: one GPU sync, not seven
+                        for losses in read_back(pending, self.name):
+                            for k, v in losses.items():
+                                sums[k] = sums.get(k, 0.0) + v
+                        pending = []
+                        if log is not None and logged:
+                            log.write(kind="iteration", epoch=epoch + 1, iteration=it, **losses)
+                        status = " ".join(f"{k} {v:.3f}" for k, v in losses.items() if k in ("g", "d", "cycle"))
+                        progress.update(task, status=status)
+                    progress.update(task, advance=1, description=f"{self.name} {epoch + 1}/{self.epochs}")
+                lr = opt_g.param_groups[0]["lr"]
+                state.sched_g.step()
+                state.sched_d.step()
+                self.epoch = epoch + 1
+                means = {k: v / iterations for k, v in sums.items()}
+                seconds = time.perf_counter() - tic
+                if log is not None:
+                    log.write(
+                        kind="epoch", epoch=self.epoch, lr=lr, seconds=seconds, it_per_s=iterations / seconds, **means
+                    )
+                if workdir is not None and main:
+                    self._checkpoint(workdir, state, samples)
+        barrier()  # rank 0 has written its checkpoints
+        self._train_nets = {}
+        for net in self.networks.values():
+            net.eval()
+        return self
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "component": self.name,
+            "config": self.config,
+            "epoch": self.epoch,
+            "precision": self.precision,
+            "versions": {"da_seg": package_version("da_seg") or "?", "torch": torch.__version__},
+        }
+
+    def _checkpoint(self, workdir: Path, state: FitState, samples: Tensor) -> None:
+        cfg = self.config
+        last = self.epoch == self.epochs
+        if self.epoch % max(1, cfg["checkpoint_every"]) == 0 or last:
+            save_checkpoint(workdir / "last", self.networks, self._meta(), state=state.state_dict(self.epoch))
+            if cfg["keep_checkpoints"] > 0:
+                save_checkpoint(workdir / f"epoch_{self.epoch:04d}", self.networks, self._meta())
+                snapshots = sorted(workdir.glob("epoch_[0-9][0-9][0-9][0-9]"))
+                for old in snapshots[: -cfg["keep_checkpoints"]]:
+                    shutil.rmtree(old, ignore_errors=True)
+        if cfg["sample_every"] and (self.epoch % cfg["sample_every"] == 0 or last):
+            self.sample_grid(samples, workdir / "samples" / f"epoch_{self.epoch:04d}.png")
+
+    def _resume(self, last: Path, fit_state: FitState) -> int:
+        check_resumable(read_json(last / META).get("config", {}), self.config, last)
+        load_checkpoint(last, self.networks, component=self.name, map_location=self.device)
+        state = load_state(last)
+        if state is None:
+            raise DataError(f"{last}: no optimizer state (state.pt) to resume from; delete the folder to start over")
+        fit_state.load_state_dict(state, self.device, self.lr_factor(int(state["epoch"])))
+        self.epoch = int(state["epoch"])
+        return self.epoch
+
+    def save(self, directory: Path) -> None:
+        """The networks `translate` needs (``saved``) with the config in ``meta.json``."""
+        save_checkpoint(Path(directory), {k: self.networks[k] for k in self.saved}, self._meta())
+
+    @classmethod
+    def load(cls, directory: Path, device: torch.device | str = "cpu") -> AdversarialTranslator:
+        directory = Path(directory)
+        meta = read_json(directory / META)
+        config = dict(meta.get("config", {}))
+        config["betas"] = tuple(config.get("betas", (0.5, 0.999)))
+        try:
+            model = cls(**config)
+        except TypeError as err:
+            raise DataError(f"{directory}: meta.json config does not fit this version of {cls.name} ({err})") from None
+        model.to(device)
+        load_checkpoint(directory, {k: model.networks[k] for k in cls.saved}, component=cls.name, map_location=device)
+        model.epoch = int(meta.get("epoch", 0))
+        model.precision = meta.get("precision", "fp32")
+        for net in model.networks.values():
+            net.eval()
+        return model
+
+    # -- inference --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def translate_slices(self, images: Tensor, direction: str = "ab") -> Tensor:
+        """Generator output for a batch of 2.5D stacks, in float32 in [-1, 1] (``"ba"`` needs a ``g_ba``).
+
+        Shape:
+            ``(B, 2c+1, H, W)`` -> ``(B, 2c+1, H, W)``.
+        """
+        net = self.networks["g_ab" if direction == "ab" else "g_ba"]
+        net.eval()
+        with autocast(self.device, self.precision):
+            return net(images.to(self.device)).float().clamp(-1, 1)
+
+    def translate(self, volume: np.ndarray) -> np.ndarray:
+        array = check_volume(volume)
+        stacks = torch.as_tensor(stack_25d(array, self.context))
+        out = [
+            self.translate_slices(stacks[i : i + self.config["translate_batch"]])[:, self.context].cpu()
+            for i in range(0, len(stacks), self.config["translate_batch"])
+        ]
+        return torch.cat(out).numpy().astype(np.float32)
+
+    def sample_grid(self, images: Tensor, path: Path) -> None:
+        """PNG with one row per slice: source | translated [| reconstructed source, when there is a ``g_ba``]."""
+        from PIL import Image
+
+        columns = [images.float(), self.translate_slices(images)]
+        if "g_ba" in self.networks:
+            columns.append(self.translate_slices(columns[1], "ba"))
+        c = self.context
+        rows = [torch.cat([col[i, c].cpu() for col in columns], dim=1) for i in range(len(images))]
+        grid = ((torch.cat(rows, dim=0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid).save(path)
+
+
+def _label_maps(source: list[np.ndarray], masks: Sequence[np.ndarray | None] | None, name: str) -> list[np.ndarray]:
+    """One uint8 label map per source volume; volumes without labels are filled with `UNLABELLED`."""
+    if masks is None or all(m is None for m in masks):
+        raise DataError(f"{name}: needs the source label maps (source_masks); none were given")
+    if len(masks) != len(source):
+        raise DataError(f"{name}: {len(masks)} source label maps for {len(source)} source volumes")
+    out = []
+    for image, mask in zip(source, masks, strict=True):
+        if mask is not None and np.shape(mask) != image.shape:
+            raise DataError(f"{name}: a label map of shape {np.shape(mask)} for a volume of shape {image.shape}")
+        out.append(np.full(image.shape, UNLABELLED, np.uint8) if mask is None else np.asarray(mask, np.uint8))
+    return out
