@@ -55,7 +55,7 @@ def mind_descriptor(x: Tensor, dilation: int = 2, sigma: float = 1.0) -> Tensor:
     x = _per_channel(x)
     distances = torch.cat([(x - _shift(x, dy * dilation, dx * dilation)) ** 2 for dy, dx in _NEIGHBOURS], dim=1)
     if sigma > 0:
-        size = 2 * int(round(2 * sigma)) + 1
+        size = 2 * round(2 * sigma) + 1
         g = gaussian_window(size, sigma).to(x.device)
         pad = size // 2
         distances = F.pad(distances, (pad, pad, pad, pad), mode="replicate")

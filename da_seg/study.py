@@ -148,12 +148,14 @@ def _write_tables(folder: Path, table: list[dict[str, Any]]) -> None:
 # -- study ----------------------------------------------------------------------------------------------------
 @dataclass
 class StudySpec:
-    """A study file: ``base`` config, a ``[grid]`` of dotted keys -> value lists, optional ``[set]`` overrides."""
+    """A study file: ``base`` config, a ``[grid]`` of dotted keys -> value lists, optional ``[set]`` overrides and
+    ``seeds`` (every variation is run once per seed)."""
 
     base: Path
     grid: dict[str, list[Any]]
     overrides: dict[str, Any]
     name: str
+    seeds: list[int] | None = None
 
     def variations(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -170,16 +172,24 @@ def load_study(path: str | Path) -> StudySpec:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; a study file is TOML saved as UTF-8") from None
-    unknown = set(data) - {"base", "grid", "set", "name"}
+    unknown = set(data) - {"base", "grid", "set", "name", "seeds"}
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; a study has base, grid, set and name")
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; a study has base, grid, set, seeds and name")
     if "base" not in data or not isinstance(data.get("grid"), dict) or not data["grid"]:
         raise ConfigError(f"{path}: a study needs 'base = \"config.toml\"' and a non-empty [grid] table")
     for key, values in data["grid"].items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: grid.'{key}' must be a non-empty list of values")
+    seeds = data.get("seeds")
+    if seeds is not None and (
+        not isinstance(seeds, list)
+        or not seeds
+        or len(set(seeds)) != len(seeds)
+        or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)
+    ):
+        raise ConfigError(f"{path}: seeds must be a list of distinct integers >= 0, e.g. seeds = [0, 1, 2]")
     return StudySpec(
-        (path.parent / data["base"]).resolve(), data["grid"], data.get("set", {}), data.get("name", path.stem)
+        (path.parent / data["base"]).resolve(), data["grid"], data.get("set", {}), data.get("name", path.stem), seeds
     )
 
 
@@ -200,55 +210,105 @@ class StudyResult:
     report: Path
 
 
+def _method_name(trained: str, label: str) -> str:
+    """A study row's method: the variation's label for its SynCT segmenter, ``joint (label)`` for a label-aware
+    translator's own segmenter, the baseline's name for a baseline (trained once per seed)."""
+    if trained == "synct":
+        return label
+    return f"{trained} ({label})" if trained == "joint" else trained
+
+
 def run_study(path: str | Path, *, resume: bool = False, force: bool = False) -> StudyResult:
-    """Run every variation of the grid in one directory, sharing identical stages, and write one table."""
+    """Run every variation of the grid (once per seed) in one directory, sharing identical stages, and write one
+    table with the report's statistics (Friedman, pairwise tests with Holm's adjustment and effect sizes) over the
+    evaluation cases of every seed. The config's ``baselines`` train once per seed, beside the first variation."""
+    from da_seg.files import read_json
+    from da_seg.pipeline import synct_fidelity
+
     spec = load_study(path)
     variations = spec.variations()
-    configs = [load_config(spec.base, {**spec.overrides, **v, "name": spec.name}) for v in variations]
-    for config in configs:
+    seeds: list[int | None] = list(spec.seeds) if spec.seeds else [None]
+    runs = []
+    for seed in seeds:
+        for i, variation in enumerate(variations):
+            extra = {} if seed is None else {"seed": seed}
+            runs.append((i, load_config(spec.base, {**spec.overrides, **variation, **extra, "name": spec.name})))
+    for _, config in runs:
         validate(config)
-    run_dir = open_run_dir(configs[0], resume=resume, force=force)
+    run_dir = open_run_dir(runs[0][1], resume=resume, force=force)
     stages = Stages(run_dir, resume=True, keyed=True)
     rows: list[dict[str, Any]] = []
-    for i, (variation, config) in enumerate(zip(variations, configs, strict=True)):
+    fidelity: dict[tuple[int, int], float] = {}
+    for i, config in runs:
         stages_i = Stages(run_dir, resume=True, keyed=True)
         up = prepare_upstream(config, stages_i)
-        methods = train_methods(up, baselines=False, tag=f"@v{i}")
+        tag = f"@v{i}" if seeds == [None] else f"@v{i}s{config.seed}"
+        methods = train_methods(up, baselines=i == 0, tag=tag)
         key = fingerprint([m.key for m in methods], up.dataset.stamp("evaluation"), EVALUATION_STAGE_VERSION)
         out = stages.run(
             "evaluation",
             key,
             lambda d, up=up, methods=methods: write_json(d / "metrics.json", evaluate_methods(up, methods, d)),
         )
-        from da_seg.files import read_json
-
+        label = _label(variations[i])
         for row in read_json(out / "metrics.json"):
-            rows.append({**row, "variation": i, "label": _label(variation)})
-        stages.timings.update({f"{k}@v{i}": v for k, v in stages_i.timings.items()})
-    table = _study_table(rows, variations, configs[0])
+            name = _method_name(row["method"].rsplit("@", 1)[0], label)
+            case = f"s{config.seed}/{row['case']}"
+            rows.append({**row, "method": name, "case": case, "variation": i, "label": label, "seed": config.seed})
+        mae = [r["mae_hu"] for r in synct_fidelity(up)]
+        if mae:
+            fidelity[(i, config.seed)] = float(np.mean(mae))
+        stages.timings.update({f"{k}{tag}": v for k, v in stages_i.timings.items()})
+    table = _study_table(rows, fidelity, configs_task_target(runs[0][1]))
     _write_tables(run_dir / "study", table)
     write_json(run_dir / "study" / "rows.json", rows)
-    report = _study_report(run_dir, table, rows, configs[0])
+    report = _study_report(run_dir, table, rows, runs[0][1])
     return StudyResult(run_dir, table, rows, report)
 
 
-def _study_table(rows: list[dict[str, Any]], variations: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]:
+def configs_task_target(config: Config) -> str:
+    """The target modality's name (the test set of the target images in metric rows)."""
     from da_seg.api import get_task
 
-    target = get_task(config).target_modality
-    first = rows[0]["method"] if rows else ""
-    p_values = p_vs_first(rows, first, target) if rows else {}
+    return get_task(config).target_modality
+
+
+def _per_seed_means(rows: list[dict[str, Any]], method: str, test: str) -> dict[int, float]:
+    seeds = sorted({r["seed"] for r in rows if r["method"] == method and r["test"] == test})
+    return {
+        s: float(np.mean([r["dice"] for r in rows if r["method"] == method and r["test"] == test and r["seed"] == s]))
+        for s in seeds
+    }
+
+
+def _study_table(
+    rows: list[dict[str, Any]], fidelity: dict[tuple[int, int], float], target: str
+) -> list[dict[str, Any]]:
+    """One row per method: target Dice (mean +- sd over every seed's cases, and the median of the per-seed means),
+    its ratio to the oracle's (median over seeds), in-domain SynCT Dice, SynCT MAE and the Holm-adjusted p-value of
+    the paired test against the first method."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    first = methods[0] if methods else ""
+    p_values = p_vs_first(rows, first, target) if len(methods) > 1 else {}
+    oracle = _per_seed_means(rows, "oracle", target)
     table = []
-    for i, variation in enumerate(variations):
-        mine = [r for r in rows if r["variation"] == i]
-        ct = [r["dice"] for r in mine if r["test"] == target]
-        synct = [r["dice"] for r in mine if r["test"] == SYNCT_TEST]
-        p = p_values.get(mine[0]["method"]) if i and mine else None
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        per_seed = _per_seed_means(rows, method, target)
+        ratios = [v / oracle[s] for s, v in per_seed.items() if oracle.get(s)]
+        variation = {r["variation"] for r in mine}
+        mae = [fidelity[(v, s)] for v in variation for s in per_seed if (v, s) in fidelity]
+        translated = method not in ("oracle", "no_adaptation", "domain_randomisation")
+        p = p_values.get(method)
         table.append(
             {
-                "variation": _label(variation),
-                "dice_synct": mean_sd(synct),
-                f"dice_{target.lower()}": mean_sd(ct),
+                "variation": method,
+                "seeds": len(per_seed),
+                f"dice_{target.lower()}": mean_sd([r["dice"] for r in mine if r["test"] == target]),
+                "median_of_seed_means": round(float(np.median(list(per_seed.values()))), 4) if per_seed else None,
+                "ratio_to_oracle": round(float(np.median(ratios)), 3) if ratios else None,
+                "dice_synct": mean_sd([r["dice"] for r in mine if r["test"] == SYNCT_TEST]),
+                "synct_mae_hu": round(float(np.median(mae)), 1) if mae and translated else None,
                 "hd95": mean_sd([r["hd95"] for r in mine if r["test"] == target]),
                 "p_vs_first_holm": None if p is None else round(p, 4),
             }
@@ -262,20 +322,25 @@ def _study_report(run_dir: Path, table: list[dict[str, Any]], rows: list[dict[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from da_seg.api import get_task
+    from da_seg.stats import comparison_section
 
-    target = get_task(config).target_modality
+    target = configs_task_target(config)
     labels = [t["variation"] for t in table]
-    data = [[r["dice"] for r in rows if r["variation"] == i and r["test"] == target] for i in range(len(table))]
+    data = [[r["dice"] for r in rows if r["method"] == m and r["test"] == target] for m in labels]
     fig, ax = plt.subplots(figsize=(2 + 1.4 * len(table), 4))
     ax.boxplot(data, showmeans=True)
-    ax.set_xticks(range(1, len(labels) + 1), [lab.replace("; ", "\n") for lab in labels], fontsize=7)
-    ax.set_ylabel(f"Dice on the evaluation {target}")
+    ax.set_xticks(
+        range(1, len(labels) + 1), [lab.replace("; ", "\n").replace(",", ",\n") for lab in labels], fontsize=7
+    )
+    ax.set_ylabel(f"Dice on the evaluation {target} (every seed)")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
     fig.savefig(run_dir / "study" / "fig_study_boxplot.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     md = ["# Study", "", "![study](fig_study_boxplot.png)", "", (run_dir / "study" / "table.md").read_text()]
+    if len(labels) > 1:
+        title, text, _ = comparison_section(compare_methods(rows, "dice", test=target))
+        md += ["", f"## {title}", "", "Cases are (seed, evaluation image) pairs.", "", text]
     out = run_dir / "study" / "report.md"
     out.write_text("\n".join(md))
     return out

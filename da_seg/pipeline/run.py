@@ -201,7 +201,35 @@ def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True
         key = fingerprint(upstream_key, seg_key, config.runtime.precision, SEGMENTER_STAGE_VERSION)
         model, tests = _train(up, f"seg_{name}{tag}", key, settings, train, test)
         methods.append(Method(name + tag, train_on, model, key, test_on if tests else None, tests))
+    if hasattr(up.translator, "jointly_trained"):
+        methods.append(_joint_method(up, seg, tag))
     return methods
+
+
+def _joint_method(up: Upstream, seg: Any, tag: str) -> Method:
+    """The segmenter a label-aware translator trained with its generators (``jointly_trained``), as method
+    ``joint``: saved with the run's target domain and inference defaults, tested on the held-out SynCT."""
+    key = fingerprint(up.synct_key, seg.threshold, seg.largest_component, seg.tta_flip, SEGMENTER_STAGE_VERSION)
+
+    def work(folder: Path) -> None:
+        joint = up.translator.jointly_trained()
+        defaults = {"threshold": seg.threshold, "largest_component": seg.largest_component, "tta_flip": seg.tta_flip}
+        options = _training_options(up)
+        model = TrainedSegmenter(
+            model=joint["model"],
+            spec=joint["spec"],
+            context=joint["context"],
+            classes=joint["classes"],
+            device=up.device,
+            precision=options["precision"],
+            domain=options["domain"].settings,
+            defaults=defaults,
+        )
+        model.save(folder / "model")
+
+    folder = up.stages.run(f"seg_joint{tag}", key, work)
+    model = load_segmenter(folder / "model", device=up.device)
+    return Method("joint" + tag, SYNCT_TEST, model, key, SYNCT_TEST, [(model, up.synct_test)])
 
 
 def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -> RunResult:
@@ -268,7 +296,14 @@ def _fit_translator(config: Config, dataset: Dataset, folder: Path, device: torc
     source = [c.image for c in dataset.source_train + dataset.source_test + dataset.source_unlabelled]
     target = [c.image for c in dataset.target]
     accepted = inspect.signature(translator.fit).parameters
-    options = {"channels_last": config.runtime.layout("translator"), "compile": config.runtime.compile}
+    # a label-aware translator gets the training subjects' labels only: the held-out test subjects' stay unseen
+    masks = [c.mask for c in dataset.source_train] + [None] * (len(source) - len(dataset.source_train))
+    options = {
+        "channels_last": config.runtime.layout("translator"),
+        "compile": config.runtime.compile,
+        "source_masks": masks,
+        "classes": get_task(config).classes,
+    }
     layout = {k: v for k, v in options.items() if k in accepted}
     translator.fit(
         source,

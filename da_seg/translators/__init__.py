@@ -89,13 +89,17 @@ def translate_files(
 
 @hookimpl
 def register_translators(register) -> None:
+    from da_seg.translators.cut import CUT
     from da_seg.translators.cyclegan import CycleGAN
     from da_seg.translators.histogram import HistogramMatching
     from da_seg.translators.identity import Identity
+    from da_seg.translators.shape_cyclegan import ShapeCycleGAN
 
     register("identity", Identity)
     register("histogram_matching", HistogramMatching)
     register("cyclegan", CycleGAN)
+    register("shape_cyclegan", ShapeCycleGAN)
+    register("cut", CUT)
 
 
 __all__ = ["Translator", "check_volume", "load_translator", "save_domains", "translate_file", "translate_files"]

@@ -97,6 +97,11 @@ class AdversarialTranslator:
         """One update of every network; returns detached device losses (read back every ``log_every`` steps)."""
         raise NotImplementedError
 
+    def initialise(self) -> None:
+        """Fresh initial weights (CycleGAN's N(0, 0.02) init); `fit` calls it right after seeding."""
+        for net in self.networks.values():
+            init_weights(net)
+
     # -- shared -----------------------------------------------------------------------------------------------
     def net(self, name: str) -> nn.Module:
         """The module to call in `train_step`: its DDP/compiled wrapper while `fit` runs, else the plain one."""
@@ -137,8 +142,7 @@ class AdversarialTranslator:
         self.precision = precision
         cfg = self.config
         generator = seed_everything(seed)
-        for net in self.networks.values():  # fit trains from scratch (or resumes below): seeded initial weights
-            init_weights(net)
+        self.initialise()  # fit trains from scratch (or resumes below): seeded initial weights
         source = [check_volume(v) for v in source]
         masks = _label_maps(source, source_masks, self.name) if self.uses_labels else None
         bank_a = SliceBank(source, masks, context=self.context, device=dev)

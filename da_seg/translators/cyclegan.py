@@ -107,7 +107,7 @@ class CycleGAN(AdversarialTranslator):
         self.g_ba = build_generator(generator, channels, width, blocks, unet_depth)
         self.d_a = PatchDiscriminator(channels, disc_width, disc_layers)
         self.d_b = PatchDiscriminator(channels, disc_width, disc_layers)
-        for net in self.networks.values():
+        for net in (self.g_ab, self.g_ba, self.d_a, self.d_b):
             init_weights(net)
 
     @property
