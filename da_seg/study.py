@@ -193,13 +193,19 @@ def load_study(path: str | Path) -> StudySpec:
     )
 
 
-def _label(variation: dict[str, Any]) -> str:
-    def short(v: Any) -> str:
-        if isinstance(v, dict):
-            return v.get("name", "") + "".join(f",{k}={x}" for k, x in v.items() if k != "name")
-        return str(v)
+def _label(variation: dict[str, Any], grid: dict[str, list[Any]] | None = None) -> str:
+    """``key=value; ...`` naming a variation; a table value shows its ``name`` and only the entries in which the
+    grid's tables for that key differ (a nested table by its name)."""
 
-    return "; ".join(f"{k.split('.')[-1]}={short(v)}" for k, v in variation.items())
+    def short(key: str, v: Any) -> str:
+        if not isinstance(v, dict):
+            return str(v)
+        others = [o for o in (grid or {}).get(key, []) if isinstance(o, dict)]
+        varying = [k for k in v if k != "name" and (not others or any(o.get(k) != v[k] for o in others))]
+        shown = {k: (v[k].get("name", "...") if isinstance(v[k], dict) else v[k]) for k in varying}
+        return v.get("name", "") + "".join(f",{k}={x}" for k, x in shown.items())
+
+    return "; ".join(f"{k.split('.')[-1]}={short(k, v)}" for k, v in variation.items())
 
 
 @dataclass
@@ -250,7 +256,7 @@ def run_study(path: str | Path, *, resume: bool = False, force: bool = False) ->
             key,
             lambda d, up=up, methods=methods: write_json(d / "metrics.json", evaluate_methods(up, methods, d)),
         )
-        label = _label(variations[i])
+        label = _label(variations[i], spec.grid)
         for row in read_json(out / "metrics.json"):
             name = _method_name(row["method"].rsplit("@", 1)[0], label)
             case = f"s{config.seed}/{row['case']}"
