@@ -27,6 +27,7 @@ METHOD_LABELS = {
     "synct": "adapted: trained on SynCT",
     "no_adaptation": "no adaptation: trained on source images",
     "oracle": "oracle: trained on labelled target images",
+    "self_training": "self-training: trained on SynCT and the target images labelled by the SynCT segmenter",
     "joint": "joint: the segmenter a label-aware translator trained on its SynCT",
     "domain_randomisation": "domain randomisation: trained on source images with random intensity remapping",
 }

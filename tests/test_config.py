@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def test_shipped_examples_validate(path: Path) -> None:
     """Every example config (and every variation of the example study) builds all its components."""
     if "cardiac" in path.name:
         pytest.importorskip("cardiac_mr2ct", reason="the cardiac_mr2ct plugin is not installed")
-    if "[grid]" in path.read_text():
+    if "grid" in tomllib.loads(path.read_text()):
         from da_seg.study import load_study
 
         spec = load_study(path)

@@ -56,6 +56,7 @@ from da_seg.segmentation import (
     load_segmenter,
     train_segmenter,
 )
+from da_seg.threads import apply_threads
 from da_seg.training import resolve_device, seed_everything, set_deterministic
 from da_seg.translators import load_translator, save_domains
 from da_seg.volume import write_volume
@@ -77,8 +78,7 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
     """Data -> translator -> SynCT, each stage reused when its fingerprint matches."""
     task = get_task(config)
     device = local_device(resolve_device(config.runtime.device))
-    if config.runtime.threads:
-        torch.set_num_threads(config.runtime.threads)
+    apply_threads(config.runtime.threads)
     seed_everything(config.seed)
     set_deterministic(config.runtime.deterministic)
     start = time.perf_counter()
@@ -203,7 +203,19 @@ def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True
         methods.append(Method(name + tag, train_on, model, key, test_on if tests else None, tests))
     if hasattr(up.translator, "jointly_trained"):
         methods.append(_joint_method(up, seg, tag))
+    if baselines and "self_training" in config.baselines and dataset.target:
+        methods.append(_self_training_method(up, methods[0], seg, seg_key, tag))
     return methods
+
+
+def _self_training_method(up: Upstream, teacher: Method, seg: Any, seg_key: Any, tag: str) -> Method:
+    """Self-training (ours to offer; pseudo-labelling as in Zou et al. 2018): the SynCT segmenter labels the
+    unlabelled target images, and a new segmenter trains on the SynCT and those pseudo-labelled target images."""
+    pseudo = [replace(c, mask=teacher.model.segment(c.image).astype(np.uint8)) for c in up.dataset.target]
+    upstream = fingerprint(teacher.key, up.dataset.stamp("target"), "pseudo-labels")
+    key = fingerprint(upstream, seg_key, up.config.runtime.precision, SEGMENTER_STAGE_VERSION)
+    model, tests = _train(up, f"seg_self_training{tag}", key, seg, up.synct_train + pseudo, up.synct_test)
+    return Method("self_training" + tag, SYNCT_TEST, model, key, SYNCT_TEST if tests else None, tests)
 
 
 def _joint_method(up: Upstream, seg: Any, tag: str) -> Method:
