@@ -145,7 +145,7 @@ class RuntimeConfig(Strict):
     )
     compile: bool = False
     threads: int | Literal["auto"] | None = Field(
-        None,
+        "auto",
         description="torch CPU threads; 'auto': the cores other processes leave free (da_seg.threads); None: torch's",
     )
     deterministic: bool = Field(False, description="deterministic GPU kernels (slower); see docs/errors.md")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from da_seg.config import parse_config
+from da_seg.config import RuntimeConfig, parse_config
 from da_seg.errors import ConfigError
 from da_seg.threads import (
     allowed_cpus,
@@ -151,6 +151,11 @@ def test_apply_an_integer_as_before(keep_threads: None, no_wait_policy: None) ->
 def test_apply_none_leaves_torch_alone(keep_threads: None) -> None:
     torch.set_num_threads(1)
     assert apply_threads(None) == 1
+
+
+def test_auto_is_the_config_default() -> None:
+    assert RuntimeConfig().threads == "auto"
+    assert parse_config({"task": "t"}).runtime.threads == "auto"
 
 
 def test_config_takes_auto_and_whole_numbers() -> None:
