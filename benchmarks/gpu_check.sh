@@ -7,12 +7,13 @@
 #   tests    the whole test suite, whose device-parametrised tests then run on CUDA;
 #   run      README's main job, `daseg run examples/prostate_mr2ct.toml`, on the GPU (device "auto");
 #   quality  benchmarks/cyclegan_quality.py on the GPU (QUALITY_ARGS);
-#   speed    benchmarks/cyclegan_speed.py and benchmarks/segmenter_speed.py on the GPU.
+#   speed    benchmarks/cyclegan_speed.py and benchmarks/segmenter_speed.py on the GPU;
+#   overhead benchmarks/host_overhead.py on the GPU: host ms and aten ops per iteration at width 1.
 # Logs and the run's report land in $OUT (or /tmp/gpu_check).
 set -u -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_check}
-STAGES=${STAGES:-tests run quality speed}
+STAGES=${STAGES:-tests run quality speed overhead}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site
@@ -45,5 +46,10 @@ if [[ " $STAGES " == *" speed "* ]]; then
         | tee "$OUT/cyclegan_speed.log" | tail -20
     timeout "${SPEED_S:-150}" python3 benchmarks/segmenter_speed.py --device cuda --batch 16 --no-write \
         --cyclegan-batch 1 4 2>&1 | tee "$OUT/segmenter_speed.log" | tail -30
+fi
+if [[ " $STAGES " == *" overhead "* ]]; then
+    echo "== host overhead per iteration (width 1)"
+    timeout "${OVERHEAD_S:-150}" python3 benchmarks/host_overhead.py --device cuda --iterations 50 --threads auto 2>&1 \
+        | grep -v USDT | tee "$OUT/host_overhead.log" | tail -12
 fi
 exit 0

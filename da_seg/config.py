@@ -24,6 +24,7 @@ MIN_SPACING_MM = 0.1
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:[0-9]+)?"
 """Device strings a config or ``--device`` may name (`da_seg.training.resolve_device` enforces it too)."""
 DEVICE_HELP = "unknown device; use 'auto', 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps'"
+THREADS_HELP = "use a whole number of threads >= 1, or 'auto' (the CPU cores other processes leave free)"
 
 
 class Strict(BaseModel):
@@ -143,7 +144,10 @@ class RuntimeConfig(Strict):
         description="NHWC memory layout; 'auto': segmenters NHWC, translator NCHW (measured, docs/performance.md)",
     )
     compile: bool = False
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    threads: int | Literal["auto"] | None = Field(
+        "auto",
+        description="torch CPU threads; 'auto': the cores other processes leave free (da_seg.threads); None: torch's",
+    )
     deterministic: bool = Field(False, description="deterministic GPU kernels (slower); see docs/errors.md")
 
     @field_validator("device")
@@ -152,6 +156,13 @@ class RuntimeConfig(Strict):
         if not re.fullmatch(DEVICE_PATTERN, v):
             raise ValueError(DEVICE_HELP)
         return v
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _known_threads(cls, v: Any) -> Any:
+        if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(THREADS_HELP)
 
     def layout(self, part: str) -> bool:
         """Whether ``part`` (``"segmenter"`` or ``"translator"``) trains in channels_last, resolving ``"auto"``.

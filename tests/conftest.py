@@ -60,6 +60,7 @@ context = 1
 
 [runtime]
 device = "cpu"
+threads = 2  # not "auto": runs compared bit for bit (determinism, resume) need one thread count
 """
 
 
