@@ -265,14 +265,14 @@ def run_study(path: str | Path, *, resume: bool = False, force: bool = False) ->
         if mae:
             fidelity[(i, config.seed)] = float(np.mean(mae))
         stages.timings.update({f"{k}{tag}": v for k, v in stages_i.timings.items()})
-    table = _study_table(rows, fidelity, configs_task_target(runs[0][1]))
+    table = _study_table(rows, fidelity, _target_modality(runs[0][1]))
     _write_tables(run_dir / "study", table)
     write_json(run_dir / "study" / "rows.json", rows)
     report = _study_report(run_dir, table, rows, runs[0][1])
     return StudyResult(run_dir, table, rows, report)
 
 
-def configs_task_target(config: Config) -> str:
+def _target_modality(config: Config) -> str:
     """The target modality's name (the test set of the target images in metric rows)."""
     from da_seg.api import get_task
 
@@ -330,7 +330,7 @@ def _study_report(run_dir: Path, table: list[dict[str, Any]], rows: list[dict[st
 
     from da_seg.stats import comparison_section
 
-    target = configs_task_target(config)
+    target = _target_modality(config)
     labels = [t["variation"] for t in table]
     data = [[r["dice"] for r in rows if r["method"] == m and r["test"] == target] for m in labels]
     fig, ax = plt.subplots(figsize=(2 + 1.4 * len(table), 4))

@@ -40,6 +40,29 @@ def resolve_device(device: str = "auto", key: str = "runtime.device") -> torch.d
     return dev
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bf16 in hardware (AVX-512 BF16 or AMX), where bf16 autocast measured 1.6-2.4x
+    faster (benchmarks/RESULTS.md); elsewhere bf16 is emulated and buys nothing. ``cpuinfo``: the text of
+    /proc/cpuinfo (read when None; off Linux, torch's own check decides)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    flags = set(cpuinfo.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``runtime.precision``; ``"auto"`` picks what the benchmarks measured fastest at equal quality per device:
+    bf16 on CPUs with native bf16, fp32 on other CPUs, and fp32 on CUDA and MPS (on an H200, bf16 made the
+    CycleGAN no faster and the segmenter slower than fp32 channels_last: RESULTS.md, "First GPU check")."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
 def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
     """Autocast context for ``precision`` (``fp32`` = off, ``bf16`` on CPU or GPU, ``fp16`` on GPU only)."""
     if precision == "fp32":

@@ -1,5 +1,6 @@
-"""Methods beyond the paper in the pipeline: the domain_randomisation baseline, a label-aware translator's `joint`
-segmenter (trained on the training subjects' labels only, usable with `daseg predict`), and studies over seeds."""
+"""Methods beyond the paper in the pipeline: the domain_randomisation and self_training baselines, a label-aware
+translator's `joint` segmenter (trained on the training subjects' labels only, usable with `daseg predict`), and
+studies over seeds."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from da_seg import load_config
 from da_seg.cli import app
+from da_seg.pipeline import run as run_module
 from da_seg.pipeline import run_pipeline
 from da_seg.study import run_study
 from da_seg.translators.shape_cyclegan import ShapeCycleGAN
@@ -33,7 +35,15 @@ def test_label_aware_translator_and_domain_randomisation(tmp_path: Path, tiny_co
         return fit(self, source, target, **options)
 
     monkeypatch.setattr(ShapeCycleGAN, "fit", spy)
-    baselines = '["no_adaptation", "domain_randomisation", "oracle"]'
+    trained: dict[str, int] = {}
+    train = run_module.train_segmenter
+
+    def count(model, cases, settings=None, **options):
+        trained[Path(options["workdir"]).parent.name] = len(cases)
+        return train(model, cases, settings, **options)
+
+    monkeypatch.setattr(run_module, "train_segmenter", count)
+    baselines = '["no_adaptation", "domain_randomisation", "self_training", "oracle"]'
     config = load_config(tiny_config(tmp_path, baselines=baselines), SHAPE)
     result = run_pipeline(config)
 

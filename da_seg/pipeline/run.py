@@ -57,7 +57,7 @@ from da_seg.segmentation import (
     train_segmenter,
 )
 from da_seg.threads import apply_threads
-from da_seg.training import resolve_device, seed_everything, set_deterministic
+from da_seg.training import resolve_device, resolve_precision, seed_everything, set_deterministic
 from da_seg.translators import load_translator, save_domains
 from da_seg.volume import write_volume
 
@@ -78,6 +78,8 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
     """Data -> translator -> SynCT, each stage reused when its fingerprint matches."""
     task = get_task(config)
     device = local_device(resolve_device(config.runtime.device))
+    precision = resolve_precision(config.runtime.precision, device)  # "auto" -> what this device runs fastest
+    config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"precision": precision})})
     apply_threads(config.runtime.threads)
     seed_everything(config.seed)
     set_deterministic(config.runtime.deterministic)
@@ -182,7 +184,7 @@ def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True
     """
     config, task, dataset = up.config, up.task, up.dataset
     seg = segmentation or config.segmentation
-    seg_key = seg.model_dump(mode="json", exclude={"randomise"})
+    seg_key = seg.model_dump(mode="json", exclude={"randomise", "self_training_rounds"})
     source = task.source_modality
     plan = [("synct", SYNCT_TEST, up.synct_train, up.synct_test, SYNCT_TEST, up.synct_key, seg)]
     if baselines and "no_adaptation" in config.baselines:
@@ -210,12 +212,16 @@ def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True
 
 def _self_training_method(up: Upstream, teacher: Method, seg: Any, seg_key: Any, tag: str) -> Method:
     """Self-training (ours to offer; pseudo-labelling as in Zou et al. 2018): the SynCT segmenter labels the
-    unlabelled target images, and a new segmenter trains on the SynCT and those pseudo-labelled target images."""
-    pseudo = [replace(c, mask=teacher.model.segment(c.image).astype(np.uint8)) for c in up.dataset.target]
-    upstream = fingerprint(teacher.key, up.dataset.stamp("target"), "pseudo-labels")
-    key = fingerprint(upstream, seg_key, up.config.runtime.precision, SEGMENTER_STAGE_VERSION)
-    model, tests = _train(up, f"seg_self_training{tag}", key, seg, up.synct_train + pseudo, up.synct_test)
-    return Method("self_training" + tag, SYNCT_TEST, model, key, SYNCT_TEST if tests else None, tests)
+    unlabelled target images, and a new segmenter trains on the SynCT and those pseudo-labelled target images;
+    each of ``segmentation.self_training_rounds`` rounds takes the previous round's segmenter as its teacher."""
+    for round_ in range(1, seg.self_training_rounds + 1):
+        pseudo = [replace(c, mask=teacher.model.segment(c.image).astype(np.uint8)) for c in up.dataset.target]
+        upstream = fingerprint(teacher.key, up.dataset.stamp("target"), "pseudo-labels")
+        key = fingerprint(upstream, seg_key, up.config.runtime.precision, SEGMENTER_STAGE_VERSION)
+        stage = "seg_self_training" + ("" if round_ == 1 else f"_{round_}") + tag
+        model, tests = _train(up, stage, key, seg, up.synct_train + pseudo, up.synct_test)
+        teacher = Method("self_training" + tag, SYNCT_TEST, model, key, SYNCT_TEST if tests else None, tests)
+    return teacher
 
 
 def _joint_method(up: Upstream, seg: Any, tag: str) -> Method:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ UNLABELLED = 255
 """Mask value of source volumes given without labels (``source_masks`` entry None); their slices carry no label."""
 
 
-class AdversarialTranslator:
+class AdversarialTranslator(ABC):
     """Base of the GAN translators; ``self.config`` holds the constructor's arguments (JSON-ready).
 
     Subclasses set ``name``, ``saved`` (the networks `save` keeps for `translate`; ``g_ab`` is the source -> target
@@ -83,19 +84,19 @@ class AdversarialTranslator:
 
     # -- what a subclass defines ------------------------------------------------------------------------------
     @property
+    @abstractmethod
     def networks(self) -> dict[str, nn.Module]:
         """Every module `fit` trains and checkpoints, by attribute name."""
-        raise NotImplementedError
 
+    @abstractmethod
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(generator-side, discriminator-side) parameters; each gets its own Adam."""
-        raise NotImplementedError
 
+    @abstractmethod
     def train_step(
         self, real_a: Tensor, real_b: Tensor, state: FitState, mask_a: Tensor | None = None
     ) -> dict[str, Tensor]:
         """One update of every network; returns detached device losses (read back every ``log_every`` steps)."""
-        raise NotImplementedError
 
     def initialise(self) -> None:
         """Fresh initial weights (CycleGAN's N(0, 0.02) init); `fit` calls it right after seeding."""
