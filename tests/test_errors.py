@@ -340,7 +340,7 @@ def test_mr_in_the_ct_folder(tmp_path: Path, data) -> None:
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        ('translator = { name = "cyclegun" }', ["unknown translator 'cyclegun'; did you mean 'cyclegan'?"]),
+        ('translator = { name = "cyclegun" }', ["unknown translator 'cyclegun'; did you mean 'cyclegan'"]),
         ('translator = { name = "cyclegan", widht = 4 }', ["got unknown argument 'widht' (did you mean 'width'?)"]),
         ('[segmentation]\nmodel = { name = "resunet2d" }', ["unknown segmenter 'resunet2d'"]),
         ('[segmentation]\nloss = { name = "dise" }', ["unknown loss 'dise'; did you mean 'dice'"]),
