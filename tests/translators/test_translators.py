@@ -9,9 +9,13 @@ from da_seg.errors import DataError
 from da_seg.registry import TRANSLATORS
 from da_seg.translators import Translator, load_translator
 
+GAN = {"width": 4, "blocks": 1, "disc_width": 4, "disc_layers": 2, "epochs": 1, "iterations_per_epoch": 2}
 TINY = {
-    "cyclegan": {"width": 4, "blocks": 1, "disc_width": 4, "disc_layers": 2, "epochs": 1, "iterations_per_epoch": 2},
+    "cyclegan": GAN,
+    "cut": GAN,
+    "shape_cyclegan": {**GAN, "segmenter": {"name": "resunet25d", "base": 4, "depth": 2}},
 }
+LABELLED = ("shape_cyclegan",)  # translators whose fit needs the source label maps
 
 
 def test_builtins_registered() -> None:
@@ -23,7 +27,8 @@ def test_fit_save_load_translate(name: str, unpaired, tmp_path) -> None:
     source, target = unpaired
     translator = TRANSLATORS.build({"name": name, **TINY.get(name, {})})
     assert isinstance(translator, Translator)
-    assert translator.fit(source, target, seed=0) is translator
+    labels = {"source_masks": [(v > 0.5).astype(np.uint8) for v in source]} if name in LABELLED else {}
+    assert translator.fit(source, target, seed=0, **labels) is translator
     out = translator.translate(source[0])
     assert out.shape == source[0].shape and out.dtype == np.float32
     assert out.min() >= -1 and out.max() <= 1
