@@ -177,6 +177,18 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
     return (w / w.sum()).float()
 
 
+def gaussian_blur(x: Tensor, size: int = 11, sigma: float = 1.5) -> Tensor:
+    """Separable Gaussian (`gaussian_window`) over each channel, without padding (pad first for a full-size map).
+
+    Shape:
+        ``(B, C, H, W)`` -> ``(B, C, H - size + 1, W - size + 1)``.
+    """
+    channels = x.shape[1]
+    g = gaussian_window(size, sigma).to(x.device, x.dtype)
+    x = F.conv2d(x, g.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+    return F.conv2d(x, g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+
+
 def ssim_map(
     x: Tensor, y: Tensor, data_range: float = 2.0, window: int = 11, sigma: float = 1.5, padding: str = "valid"
 ) -> Tensor:
@@ -195,13 +207,9 @@ def ssim_map(
         raise ValueError(f"ssim needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
     if padding not in ("valid", "reflect"):
         raise ValueError(f"ssim padding must be 'valid' or 'reflect', got {padding!r}")
-    channels = x.shape[1]
     with _fp32(x.device):
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32  # float64 stays (metrics in HU)
         x, y = x.to(dtype), y.to(dtype)
-        g = gaussian_window(window, sigma).to(x.device, dtype)
-        kernel_h = g.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-        kernel_w = g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
         if padding == "reflect":
             pad = window // 2
             x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
@@ -209,14 +217,11 @@ def ssim_map(
         elif min(x.shape[-2:]) < window:
             raise ValueError(f"ssim with padding='valid' needs images of at least {window}x{window}")
 
-        def blur(t: Tensor) -> Tensor:  # separable Gaussian, one group per channel
-            return F.conv2d(F.conv2d(t, kernel_h, groups=channels), kernel_w, groups=channels)
-
         # Moments of the images minus their means: (co)variances are shift-invariant, and centring keeps
         # E[x^2] - mu^2 from cancelling catastrophically in float32 on bright, flat regions.
         x0, y0 = x.mean(dim=(2, 3), keepdim=True), y.mean(dim=(2, 3), keepdim=True)
         xc, yc = x - x0, y - y0
-        stats = blur(torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=0)).chunk(5, dim=0)
+        stats = gaussian_blur(torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=0), window, sigma).chunk(5, dim=0)
         m_x, m_y, xx, yy, xy = stats
         var_x, var_y, cov = xx - m_x**2, yy - m_y**2, xy - m_x * m_y
         mu_x, mu_y = m_x + x0, m_y + y0

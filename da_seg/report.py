@@ -37,6 +37,8 @@ PALETTE = {
     "no_adaptation": "#1f77b4",
     "oracle": "#9467bd",
     "domain_randomisation": "#ff7f0e",
+    "joint": "#8c564b",
+    "self_training": "#e377c2",
 }
 
 

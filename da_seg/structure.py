@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from da_seg.errors import ConfigError
 from da_seg.hookspecs import hookimpl
-from da_seg.losses import gaussian_window
+from da_seg.losses import gaussian_blur
 
 _NEIGHBOURS = ((0, 1), (0, -1), (1, 0), (-1, 0))  # (dy, dx) unit offsets, scaled by the dilation
 
@@ -56,11 +56,8 @@ def mind_descriptor(x: Tensor, dilation: int = 2, sigma: float = 1.0) -> Tensor:
     distances = torch.cat([(x - _shift(x, dy * dilation, dx * dilation)) ** 2 for dy, dx in _NEIGHBOURS], dim=1)
     if sigma > 0:
         size = 2 * round(2 * sigma) + 1
-        g = gaussian_window(size, sigma).to(x.device)
         pad = size // 2
-        distances = F.pad(distances, (pad, pad, pad, pad), mode="replicate")
-        distances = F.conv2d(distances, g.view(1, 1, -1, 1).repeat(4, 1, 1, 1), groups=4)
-        distances = F.conv2d(distances, g.view(1, 1, 1, -1).repeat(4, 1, 1, 1), groups=4)
+        distances = gaussian_blur(F.pad(distances, (pad, pad, pad, pad), mode="replicate"), size, sigma)
     variance = distances.mean(dim=1, keepdim=True)
     mean = variance.mean(dim=(2, 3), keepdim=True)
     variance = torch.minimum(torch.maximum(variance, 1e-3 * mean), 1e3 * mean).clamp_min(1e-12)

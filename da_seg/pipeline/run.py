@@ -56,6 +56,7 @@ from da_seg.segmentation import (
     load_segmenter,
     train_segmenter,
 )
+from da_seg.task import Task
 from da_seg.threads import apply_threads
 from da_seg.training import resolve_device, resolve_precision, seed_everything, set_deterministic
 from da_seg.translators import load_translator, save_domains
@@ -101,7 +102,7 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
         data_key, dataset.stamp("target"), config.translator, config.runtime.precision, TRANSLATOR_STAGE_VERSION
     )
     translator_dir = stages.run(
-        "translator", translator_key, lambda d: _fit_translator(config, dataset, d, device), collective=True
+        "translator", translator_key, lambda d: _fit_translator(config, task, dataset, d, device), collective=True
     )
     model_dir = select_translator(config, dataset, stages, translator_dir, device)
     translator = load_translator(model_dir, device=device)
@@ -232,15 +233,14 @@ def _joint_method(up: Upstream, seg: Any, tag: str) -> Method:
     def work(folder: Path) -> None:
         joint = up.translator.jointly_trained()
         defaults = {"threshold": seg.threshold, "largest_component": seg.largest_component, "tta_flip": seg.tta_flip}
-        options = _training_options(up)
         model = TrainedSegmenter(
             model=joint["model"],
             spec=joint["spec"],
             context=joint["context"],
             classes=joint["classes"],
             device=up.device,
-            precision=options["precision"],
-            domain=options["domain"].settings,
+            precision=up.config.runtime.precision,
+            domain=up.dataset.target_domain.settings,
             defaults=defaults,
         )
         model.save(folder / "model")
@@ -305,7 +305,7 @@ def _predictions_summary(run_dir: Path, predictions: Path, dataset: Dataset) -> 
     }
 
 
-def _fit_translator(config: Config, dataset: Dataset, folder: Path, device: torch.device) -> None:
+def _fit_translator(config: Config, task: Task, dataset: Dataset, folder: Path, device: torch.device) -> None:
     import inspect
 
     translator = TRANSLATORS.build(config.translator)
@@ -320,7 +320,7 @@ def _fit_translator(config: Config, dataset: Dataset, folder: Path, device: torc
         "channels_last": config.runtime.layout("translator"),
         "compile": config.runtime.compile,
         "source_masks": masks,
-        "classes": get_task(config).classes,
+        "classes": task.classes,
     }
     layout = {k: v for k, v in options.items() if k in accepted}
     translator.fit(
