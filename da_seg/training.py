@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -128,3 +129,75 @@ def adam(params: Any, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> t
     params = list(params)
     fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused)
+
+
+# -- the compiled training step -------------------------------------------------------------------------------
+
+
+class AdamUpdate:
+    """The update of a `torch.optim.Adam` (one parameter group), applied by the training steps themselves.
+
+    Why not ``opt.step()``: it always breaks a ``torch.compile`` graph, and dynamo guards every value of an
+    optimizer's param groups (each new learning rate would recompile the step); eagerly on a CPU, torch's fused
+    Adam also increments one step counter per parameter, a loop of ~460 dispatched operators per CycleGAN
+    iteration. Here all parameters share one step counter (they always step together), ``lr`` is a 0-d tensor
+    on the device (the schedule fills in a value, the graph stays), and `step` runs torch's fused kernel eagerly
+    or torch's "capturable" multi-tensor formulation inside a compiled step (no weight decay, no amsgrad).
+
+    The state lives in ``opt.state`` in torch's own format (moments and a step tensor per parameter, all the
+    same tensor here), so ``opt.state_dict()`` saves it and a resume loads it; build this after loading.
+    """
+
+    def __init__(self, opt: torch.optim.Adam, lr: Tensor) -> None:
+        (group,) = opt.param_groups
+        self.params: list[Tensor] = list(group["params"])
+        device = self.params[0].device
+        counts = {float(opt.state[p]["step"]) for p in self.params if opt.state[p]}
+        if len(counts) > 1:
+            raise ValueError(f"Adam state with different step counts {sorted(counts)}: not one group's")
+        self.count = torch.full((), counts.pop() if counts else 0.0, dtype=torch.float32, device=device)
+        for p in self.params:
+            state = opt.state[p]
+            state.setdefault("exp_avg", torch.zeros_like(p, memory_format=torch.preserve_format))
+            state.setdefault("exp_avg_sq", torch.zeros_like(p, memory_format=torch.preserve_format))
+            state["step"] = self.count
+        self.exp_avgs = [opt.state[p]["exp_avg"] for p in self.params]
+        self.exp_avg_sqs = [opt.state[p]["exp_avg_sq"] for p in self.params]
+        self.beta1, self.beta2 = group["betas"]
+        self.eps, self.lr = group["eps"], lr
+
+    @torch.no_grad()
+    def step(self, grads: Sequence[Tensor | None]) -> None:
+        """Update with ``grads`` (one per parameter); a parameter whose gradient is None is left alone, as torch's
+        Adam does, though the shared counter still advances (its bias correction runs ahead: ours)."""
+        used = [i for i, g in enumerate(grads) if g is not None]
+        params, grads = [self.params[i] for i in used], [grads[i] for i in used]
+        exp_avgs, exp_avg_sqs = [self.exp_avgs[i] for i in used], [self.exp_avg_sqs[i] for i in used]
+        self.count.add_(1)
+        if not torch.compiler.is_compiling() and self.count.device.type in ("cpu", "cuda"):
+            torch._fused_adam_(
+                params, grads, exp_avgs, exp_avg_sqs, [], [self.count] * len(params), lr=self.lr,
+                beta1=self.beta1, beta2=self.beta2, weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False,
+            )  # fmt: skip
+            return
+        torch._foreach_lerp_(exp_avgs, grads, 1 - self.beta1)
+        torch._foreach_mul_(exp_avg_sqs, self.beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - self.beta2)
+        step_size = self.lr / (1 - self.beta1**self.count)
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, torch.sqrt(1 - self.beta2**self.count))
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_div_(denom, -step_size)
+        torch._foreach_addcdiv_(params, exp_avgs, denom)  # p - lr * m_hat / (sqrt(v_hat) + eps)
+
+
+def compile_step(step: Callable[..., Any], device: torch.device, backend: str = "inductor") -> Callable[..., Any]:
+    """``torch.compile`` a whole training step as one graph (``fullgraph=True``: a graph break is an error, not a
+    silent fallback). Gradients inside it come from ``torch.autograd.grad``, which dynamo traces only with its
+    ``trace_autograd_ops`` switch. On CUDA the inductor backend replays the step as a CUDA graph
+    (``mode="reduce-overhead"``). ``backend`` other than ``"inductor"`` (e.g. ``"aot_eager"``) is for tests."""
+    import torch._dynamo
+
+    torch._dynamo.config.trace_autograd_ops = True
+    mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
+    return torch.compile(step, fullgraph=True, backend=backend, mode=mode)

@@ -61,8 +61,9 @@ def _translator(batch: int):
 
 
 def _normalised_biases(translator) -> set[str]:
-    """Checkpoint keys of conv biases that an affine-free InstanceNorm follows: their gradient is 0 in exact
-    arithmetic, so Adam turns rounding noise (which differs with the summation order) into steps of size lr."""
+    """Checkpoint keys of conv biases that an affine-free instance norm (GroupNorm, a channel per group) follows:
+    their gradient is 0 in exact arithmetic, so Adam turns rounding noise (which differs with the
+    summation order) into steps of size lr."""
     keys = set()
     for net_name, net in translator.networks.items():
         for seq_name, seq in net.named_modules():
@@ -70,7 +71,7 @@ def _normalised_biases(translator) -> set[str]:
                 continue
             for (i, a), b in zip(enumerate(seq), list(seq)[1:], strict=False):
                 conv = isinstance(a, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))
-                if conv and isinstance(b, torch.nn.InstanceNorm2d) and not b.affine:
+                if conv and isinstance(b, torch.nn.GroupNorm) and not b.affine:
                     keys.add(f"{net_name}.{seq_name + '.' if seq_name else ''}{i}.bias")
     return keys
 

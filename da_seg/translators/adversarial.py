@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import kornia.augmentation as K
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -36,10 +35,21 @@ from da_seg.checkpoints import load_checkpoint, load_state, save_checkpoint
 from da_seg.distributed import barrier, dist_info, is_main, shard
 from da_seg.errors import ConfigError, DataError
 from da_seg.files import read_json
+from da_seg.losses import LSGANLoss
 from da_seg.progress import ScalarLog, progress_bar
 from da_seg.provenance import package_version
 from da_seg.slices import SliceBank, spread, stack_25d
-from da_seg.training import adam, autocast, grad_scaler, prepare_module, resolve_device, seed_everything, to_layout
+from da_seg.training import (
+    AdamUpdate,
+    adam,
+    autocast,
+    compile_step,
+    grad_scaler,
+    prepare_module,
+    resolve_device,
+    seed_everything,
+    to_layout,
+)
 from da_seg.translators.base import META, check_volume
 from da_seg.translators.cyclegan_state import FitState, ImagePool, check_resumable, read_back
 from da_seg.translators.networks import init_weights
@@ -58,6 +68,7 @@ class AdversarialTranslator(ABC):
     name = "adversarial"
     saved: tuple[str, ...] = ("g_ab",)
     uses_labels = False
+    capturable = True  # `train_step` never reads a tensor's value on the host: ``compile`` may trace it whole
 
     def _setup(self, config: dict[str, Any]) -> None:
         """Check and keep the shared settings: epochs, decay, batch size, context, augmentation, crop."""
@@ -76,11 +87,13 @@ class AdversarialTranslator(ABC):
         self.epochs, self.decay_epochs, self.context = epochs, decay, config["context"]
         self.source_augment = build_augmentation(config["source_augment"])
         self.target_augment = build_augmentation(config["target_augment"])
+        self.gan = LSGANLoss()
         self.device = torch.device("cpu")
         self.precision = "fp32"
         self.channels_last = False
         self.epoch = 0  # epochs trained so far
         self._train_nets: dict[str, nn.Module] = {}  # DDP/compiled wrappers, set while `fit` runs
+        self._all_reduce = False  # under torchrun while `fit` runs: gradients by backward, for DDP
 
     # -- what a subclass defines ------------------------------------------------------------------------------
     @property
@@ -108,6 +121,38 @@ class AdversarialTranslator(ABC):
         """The module to call in `train_step`: its DDP/compiled wrapper while `fit` runs, else the plain one."""
         return self._train_nets.get(name, self.networks[name])
 
+    def update(self, state: FitState, side: str, loss: Tensor) -> None:
+        """One optimizer step of the generator side (``"g"``) or the discriminator side (``"d"``) from ``loss``.
+
+        Only that side's parameters receive gradients, so nothing needs freezing: `torch.autograd.grad` (which a
+        compiled step can trace), or backward under torchrun (DDP averages the gradients during backward), then
+        `AdamUpdate`. With fp16 the loss scaler steps torch's optimizer instead (``state.adam`` is None).
+        """
+        if state.adam is None:
+            opt = state.opt_g if side == "g" else state.opt_d
+            opt.zero_grad(set_to_none=True)
+            state.scaler.scale(loss).backward(inputs=opt.param_groups[0]["params"])
+            state.scaler.step(opt)
+            return
+        adam = state.adam[side]
+        if self._all_reduce:
+            loss.backward(inputs=adam.params)
+            grads = [p.grad for p in adam.params]
+            for p in adam.params:
+                p.grad = None
+        else:
+            grads = torch.autograd.grad(loss, adam.params, allow_unused=True)
+        adam.step(grads)
+
+    def discriminate(self, name: str, real: Tensor, fake: Tensor) -> Tensor:
+        """The LSGAN discriminator loss (Eq. 1) of discriminator ``name``; real and fake images go through it in
+        one batch when their shapes match (its instance norms see each image alone, so the scores are the same)."""
+        net = self.net(name)
+        if real.shape != fake.shape:
+            return self.gan.discriminator(net(real), net(fake))
+        score_real, score_fake = net(torch.cat([real, fake.to(real.dtype)])).chunk(2)
+        return self.gan.discriminator(score_real, score_fake)
+
     def to(self, device: torch.device | str) -> AdversarialTranslator:
         self.device = torch.device(device)
         for net in self.networks.values():
@@ -129,10 +174,12 @@ class AdversarialTranslator(ABC):
         precision: str = "fp32",
         seed: int = 0,
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
         source_masks: Sequence[np.ndarray | None] | None = None,
     ) -> AdversarialTranslator:
-        """Train on unpaired source and target volumes; ``channels_last`` and ``compile`` are the runtime switches.
+        """Train on unpaired source and target volumes; ``channels_last`` and ``compile`` are the runtime switches
+        (``compile``: True compiles the whole training step with inductor, `compile_step`; a string names another
+        ``torch.compile`` backend, e.g. ``"aot_eager"`` in tests).
 
         ``source_masks`` (one label map or None per source volume) reach `train_step` when ``uses_labels``.
         """
@@ -157,8 +204,7 @@ class AdversarialTranslator(ABC):
                 f"{cfg['disc_layers']}; use images of at least {3 * 2 ** cfg['disc_layers']} pixels or fewer layers"
             )
         iterations = cfg["iterations_per_epoch"] or max(1, max(len(bank_a), len(bank_b)) // cfg["batch_size"])
-        size = cfg["image_size"]
-        crop = None if size is None else K.RandomCrop((size, size), pad_if_needed=True, fill=-1.0)
+        main, dist = is_main(), dist_info()
         gen_params, disc_params = self.parameter_groups()
         opt_g = adam(gen_params, lr=cfg["lr"], betas=tuple(cfg["betas"]))
         opt_d = adam(disc_params, lr=cfg["lr"], betas=tuple(cfg["betas"]))
@@ -166,14 +212,11 @@ class AdversarialTranslator(ABC):
         state = FitState(
             opt_g,
             opt_d,
-            torch.optim.lr_scheduler.LambdaLR(opt_g, self.lr_factor),
-            torch.optim.lr_scheduler.LambdaLR(opt_d, self.lr_factor),
             ImagePool(pool),
             ImagePool(pool),
             generator,
             grad_scaler(dev, precision),
         )
-        main, dist = is_main(), dist_info()
         workdir = None if workdir is None else Path(workdir)
         log = None if workdir is None or not main else ScalarLog(workdir / "log.jsonl")
         samples = bank_a.batch(torch.as_tensor(spread(len(bank_a), 4), device=dev))[0]
@@ -182,35 +225,60 @@ class AdversarialTranslator(ABC):
         if workdir is not None and (workdir / "last" / META).exists():
             start = self._resume(workdir / "last", state)
         self.channels_last = channels_last
+        # runtime.compile compiles the whole step; under torchrun (DDP needs backward), with fp16 (the loss scaler
+        # steps on the host) and for a step that is not `capturable` it compiles each network instead
+        whole_step = bool(compile) and self.capturable and not dist.distributed and precision != "fp16"
         for name, net in self.networks.items():
-            plain, self._train_nets[name] = prepare_module(net, dev, channels_last, compile)
+            plain, self._train_nets[name] = prepare_module(net, dev, channels_last, bool(compile) and not whole_step)
             setattr(self, name, plain)
+        self._all_reduce = dist.distributed
+        if precision != "fp16":
+            lr = torch.tensor(opt_g.param_groups[0]["lr"], device=dev)  # one schedule for both optimizers
+            state.adam = {"g": AdamUpdate(opt_g, lr), "d": AdamUpdate(opt_d, lr)}
+        step = self.train_step
+        if whole_step:
+            step = compile_step(self.train_step, dev, compile if isinstance(compile, str) else "inductor")
         if dist.distributed:  # same weights (DDP broadcasts rank 0's), different augmentations per rank
             torch.manual_seed(seed + 7919 * dist.rank)
 
-        def sample(bank: SliceBank, augment: Any) -> tuple[Tensor, Tensor | None]:
-            index = shard(torch.randint(len(bank), (cfg["batch_size"] * dist.world,), generator=generator))
-            images, labels = augment(*bank.batch(index))
-            if crop is not None and labels is None:
-                images = crop(images)
-            elif crop is not None:  # one crop for image and label map: crop them as channels of one tensor
-                both = crop(torch.cat([images, labels.float()], dim=1))
-                images, labels = both[:, : images.shape[1]], both[:, images.shape[1] :].clamp_min(0).round()
-                labels = labels.to(torch.uint8)
-            return to_layout(images, channels_last), labels
+        size = cfg["image_size"]
+        together = self.source_augment == self.target_augment and self.source_augment.fused
+
+        def batch(bank: SliceBank) -> tuple[Tensor, Tensor | None]:
+            return bank.batch(shard(torch.randint(len(bank), (cfg["batch_size"] * dist.world,), generator=generator)))
+
+        def sample() -> tuple[Tensor, Tensor | None, Tensor]:
+            """Augmented (and cropped) source slices, their labels, target slices; one warp for both domains
+            when their augmentations are the same fused one (`da_seg.augment`) and their slices have one size."""
+            (a, labels), (b, _) = batch(bank_a), batch(bank_b)
+            if together and a.shape[1:] == b.shape[1:]:
+                masks = None if labels is None else torch.cat([labels, labels.new_zeros((len(b), *labels.shape[1:]))])
+                images, masks = self.source_augment(torch.cat([a, b]), masks, crop=size)
+                a, b, labels = images[: len(a)], images[len(a) :], None if masks is None else masks[: len(a)]
+            else:
+                a, labels = self.source_augment(a, labels, crop=size)
+                b, _ = self.target_augment(b, crop=size)
+            return to_layout(a, channels_last), labels, to_layout(b, channels_last)
 
         progress = progress_bar(transient=True)
         progress.disable = not main
         with progress:
             task = progress.add_task(self.name, total=(self.epochs - start) * iterations, status="")
             for epoch in range(start, self.epochs):
+                lr = cfg["lr"] * self.lr_factor(epoch)
+                state.set_lr(lr)
+                for net in self.networks.values():  # the sample grids leave them in eval mode
+                    net.train()
                 sums: dict[str, float] = {}
                 pending: list[dict[str, Tensor]] = []
                 tic = time.perf_counter()
                 for it in range(iterations):
-                    real_a, mask_a = sample(bank_a, self.source_augment)
-                    real_b, _ = sample(bank_b, self.target_augment)
-                    pending.append(self.train_step(real_a, real_b, state, mask_a))
+                    real_a, mask_a, real_b = sample()
+                    if whole_step and pool and state.pool_a.buffer is None:  # the compiled step finds its pools made
+                        state.pool_a.reserve(real_b)  # fake_a = g_ba(real_b)
+                        state.pool_b.reserve(real_a)
+                    pending.append(step(real_a, real_b, state, mask_a))
+                    state.scaler.update()  # fp16's loss scale, on the host: outside the step
                     logged = bool(cfg["log_every"]) and it % cfg["log_every"] == 0
                     if logged or it == iterations - 1:  # read the losses back only here: one GPU sync, not seven
                         for losses in read_back(pending, self.name):
@@ -222,9 +290,6 @@ class AdversarialTranslator(ABC):
                         status = " ".join(f"{k} {v:.3f}" for k, v in losses.items() if k in ("g", "d", "cycle"))
                         progress.update(task, status=status)
                     progress.update(task, advance=1, description=f"{self.name} {epoch + 1}/{self.epochs}")
-                lr = opt_g.param_groups[0]["lr"]
-                state.sched_g.step()
-                state.sched_d.step()
                 self.epoch = epoch + 1
                 means = {k: v / iterations for k, v in sums.items()}
                 seconds = time.perf_counter() - tic
@@ -269,7 +334,7 @@ class AdversarialTranslator(ABC):
         state = load_state(last)
         if state is None:
             raise DataError(f"{last}: no optimizer state (state.pt) to resume from; delete the folder to start over")
-        fit_state.load_state_dict(state, self.device, self.lr_factor(int(state["epoch"])))
+        fit_state.load_state_dict(state, self.device)
         self.epoch = int(state["epoch"])
         return self.epoch
 

@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 from da_seg.augment import AugmentSpec
 from da_seg.errors import ConfigError
-from da_seg.losses import LSGANLoss
 from da_seg.padding import pad_to_multiple
 from da_seg.training import autocast
 from da_seg.translators.adversarial import AdversarialTranslator
@@ -126,7 +125,6 @@ class CUT(AdversarialTranslator):
         self.heads = nn.ModuleList(
             nn.Sequential(nn.Linear(c, head_width), nn.ReLU(), nn.Linear(head_width, head_width)) for c in sizes
         )
-        self.gan = LSGANLoss()
         for net in (self.g_ab, self.d_b):
             init_weights(net)
 
@@ -166,11 +164,6 @@ class CUT(AdversarialTranslator):
     ) -> dict[str, Tensor]:
         """Generator (adversarial + PatchNCE [+ identity PatchNCE]), then the discriminator (LSGAN)."""
         cfg = self.config
-        opt_g, opt_d, scaler = state.opt_g, state.opt_d, state.scaler
-        for net in self.networks.values():
-            net.train()
-        self.d_b.requires_grad_(False)
-        opt_g.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
             g_ab = self.net("g_ab")
             fake_b = g_ab(real_a)
@@ -181,15 +174,9 @@ class CUT(AdversarialTranslator):
                 identity = self.nce_loss(real_b, g_ab(real_b))
                 nce = (nce + identity) / 2
             total = adv + cfg["nce_weight"] * nce
-        scaler.scale(total).backward()
-        scaler.step(opt_g)
-        self.d_b.requires_grad_(True)
-        opt_d.zero_grad(set_to_none=True)
-        d_b = self.net("d_b")
+        self.update(state, "g", total)
         with autocast(self.device, self.precision):
-            loss_d = self.gan.discriminator(d_b(real_b), d_b(state.pool_b.query(fake_b, state.generator)))
-        scaler.scale(loss_d).backward()
-        scaler.step(opt_d)
-        scaler.update()
+            loss_d = self.discriminate("d_b", real_b, state.pool_b.query(fake_b))
+        self.update(state, "d", loss_d)
         values: dict[str, Any] = {"g": total, "adv": adv, "nce": nce, "nce_identity": identity, "d": loss_d}
         return {k: v.detach().float() for k, v in values.items()}

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from da_seg.errors import DataError
+from da_seg.training import AdamUpdate
 
 # Settings a resumed run may change: lengthening ``epochs`` continues the schedule, the rest only touch output.
 RESUMABLE = frozenset(
@@ -28,74 +29,96 @@ class ImagePool:
     """The last ``size`` generated images; the discriminator sees a mix of old and new fakes (Shrivastava et al.).
 
     Each query image is stored while the pool fills; afterwards, with probability 1/2 it replaces a random stored
-    image and that older image is returned instead.
+    image and that older image is returned instead. The pool is one tensor on the images' device and a query is a
+    few batched tensor ops with the device's random stream: no per-image Python loop and no read-back to the host,
+    so a compiled training step can hold it (when two images of a batch draw the same slot, one of them is kept).
     """
 
     def __init__(self, size: int = 50) -> None:
         self.size = size
-        self.images: list[Tensor] = []
+        self.buffer: Tensor | None = None  # (size + 1, C, H, W): the pool and a scratch slot, made at the first query
+        self.count: Tensor | None = None  # images stored so far (0-d, on the device)
 
-    def query(self, images: Tensor, generator: torch.Generator) -> Tensor:
+    def query(self, images: Tensor) -> Tensor:
+        images = images.detach().float()  # the generator's graph is freed after its step
         if self.size <= 0:
-            return images.detach()  # the generator's graph is freed after its step
-        out = []
-        for image in images.detach():
-            if len(self.images) < self.size:
-                self.images.append(image.clone())
-                out.append(image)
-            elif torch.rand((), generator=generator).item() < 0.5:
-                i = int(torch.randint(len(self.images), (), generator=generator))
-                out.append(self.images[i].clone())
-                self.images[i] = image.clone()
-            else:
-                out.append(image)
-        return torch.stack(out)
+            return images
+        if self.buffer is None or self.buffer.shape[1:] != images.shape[1:]:
+            self.reserve(images)
+        n = len(images)
+        position = self.count + torch.arange(n, device=images.device)
+        filling = position < self.size
+        draw = torch.rand(n, device=images.device)
+        swap = ~filling & (draw < 0.5)
+        # given draw < 0.5, floor(2 * size * draw) is a uniform slot; images that are not stored write to the
+        # scratch slot at index ``size``, so they never overwrite a stored one
+        slot = torch.where(filling, position, torch.where(swap, (2 * self.size * draw).long(), self.size))
+        old = self.buffer[slot.clamp(max=self.size - 1)]
+        self.buffer.index_put_((slot,), images)
+        self.count.copy_(torch.clamp(self.count + n, max=self.size))
+        return torch.where(swap.view(-1, *[1] * (images.dim() - 1)), old, images)
+
+    def reserve(self, like: Tensor) -> None:
+        """Allocate the (empty) pool for images shaped like ``like``, in float32: before a compiled step first runs."""
+        self.buffer = torch.zeros((self.size + 1, *like.shape[1:]), dtype=torch.float32, device=like.device)
+        self.count = torch.zeros((), dtype=torch.long, device=like.device)
 
     def state(self) -> Tensor | None:
-        return torch.stack(self.images).cpu() if self.images else None
+        if self.buffer is None or self.count is None or int(self.count) == 0:
+            return None
+        return self.buffer[: int(self.count)].cpu()
 
     def restore(self, images: Tensor | None, device: torch.device) -> None:
-        self.images = [] if images is None else [im.to(device) for im in images]
+        self.buffer = self.count = None
+        if images is not None and len(images):
+            self.reserve(images.to(device))
+            self.buffer[: len(images)] = images.to(device)
+            self.count.fill_(len(images))
 
 
 @dataclass
 class FitState:
-    """What a resumed `CycleGAN.fit` needs besides the weights: optimizers, schedules, image pools, RNG, scaler."""
+    """What a resumed `CycleGAN.fit` needs besides the weights: optimizers, image pools, RNG, scaler. The learning
+    rate is not kept: `set_lr` sets each epoch's from the schedule, so a lengthened schedule applies on resume."""
 
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
-    sched_g: torch.optim.lr_scheduler.LRScheduler
-    sched_d: torch.optim.lr_scheduler.LRScheduler
     pool_a: ImagePool
     pool_b: ImagePool
     generator: torch.Generator
     scaler: torch.amp.GradScaler
+    adam: dict[str, AdamUpdate] | None = None  # "g", "d": how the steps update opt_g, opt_d (None: fp16)
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {
             "epoch": epoch,
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
-            "sched_g": self.sched_g.state_dict(),
-            "sched_d": self.sched_d.state_dict(),
             "pool_a": self.pool_a.state(),
             "pool_b": self.pool_b.state(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
             "scaler": self.scaler.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device, lr_factor: float) -> None:
-        """Restore ``state``; the learning rate is recomputed (``lr_factor``: the schedule may have been lengthened)."""
-        for name in ("opt_g", "opt_d", "sched_g", "sched_d", "scaler"):
+    def set_lr(self, lr: float) -> None:
+        """Both optimizers' learning rate (and the device copy the steps read, `AdamUpdate`)."""
+        for opt in (self.opt_g, self.opt_d):
+            opt.param_groups[0]["lr"] = lr
+        if self.adam is not None:
+            self.adam["g"].lr.fill_(lr)  # shared by both
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        """Restore ``state`` (a checkpoint's ``sched_g``/``sched_d``, from versions that kept them, are ignored)."""
+        for name in ("opt_g", "opt_d", "scaler"):
             getattr(self, name).load_state_dict(state[name])
-        for sched in (self.sched_g, self.sched_d):
-            for group, base in zip(sched.optimizer.param_groups, sched.base_lrs, strict=True):
-                group["lr"] = base * lr_factor
         self.pool_a.restore(state["pool_a"], device)
         self.pool_b.restore(state["pool_b"], device)
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None:  # the pools and the augmentation draw on the GPU's stream
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def read_back(pending: list[dict[str, Tensor]], name: str = "cyclegan") -> list[dict[str, float]]:

@@ -15,7 +15,10 @@ from da_seg.padding import pad_to_multiple
 
 
 def _norm(channels: int) -> nn.Module:
-    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    """Instance normalisation (CycleGAN's), computed as a group norm with one channel per group: the same
+    statistics and no parameters, in one kernel instead of instance_norm's reshapes around a batch norm (~15 vs 6
+    dispatched operators forward), and it keeps channels_last tensors channels_last."""
+    return nn.GroupNorm(channels, channels, affine=False)
 
 
 class _PadToMultiple(nn.Module):
@@ -26,8 +29,10 @@ class _PadToMultiple(nn.Module):
         self.body, self.multiple = body, multiple
 
     def forward(self, x: Tensor) -> Tensor:
+        size = x.shape[-2:]
         x, (rows, cols) = pad_to_multiple(x, self.multiple, centre=True)
-        return self.body(x)[..., rows, cols]
+        y = self.body(x)
+        return y if y.shape[-2:] == size else y[..., rows, cols]
 
 
 class ResnetBlock(nn.Module):

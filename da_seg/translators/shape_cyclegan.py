@@ -43,6 +43,7 @@ class ShapeCycleGAN(CycleGAN):
     name = "shape_cyclegan"
     saved = ("g_ab", "g_ba", "seg")
     uses_labels = True
+    capturable = False  # the segmentation term looks at which slices carry labels: a host read each step
 
     def __init__(
         self,

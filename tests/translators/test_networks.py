@@ -28,7 +28,7 @@ def test_patchgan_sees_70x70_patches() -> None:
     net = PatchDiscriminator(1, width=2, layers=3)
     # Instance norm mixes every pixel through its statistics; the receptive field is the convolutions' geometry.
     for i, m in enumerate(net.model):
-        if isinstance(m, torch.nn.InstanceNorm2d):
+        if isinstance(m, torch.nn.GroupNorm):  # instance norm, one channel per group
             net.model[i] = torch.nn.Identity()
     x = torch.zeros(1, 1, 128, 128, requires_grad=True)
     out = net(x)
