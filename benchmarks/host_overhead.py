@@ -22,21 +22,27 @@ and one-off costs drop out. Time is taken without the profiler (it slows dispatc
 in separate runs under ``torch.profiler``: the ``count`` of every event whose name starts with ``aten::``, nested
 calls included (``aten::conv2d`` and the ``aten::convolution`` it calls count as two).
 
-There is no ``--compile``: ``runtime.compile`` compiles the networks, not the whole step (optimizer, losses,
-augmentation and pools stay eager), and compiling the step has not been made to work and checked here.
+``--compile`` adds a second table: milliseconds per iteration of the steady state (the second of two epochs of N
+iterations, read from the trainers' logs, so compilation in the first epoch drops out) for ``CycleGAN.fit`` with
+augmentation and ``train_segmenter`` with its default augmentation, eager and with ``runtime.compile`` (the whole
+step compiled by inductor; with augmentation and sampling outside it), side by side in one run.
 
 Usage:
     python benchmarks/host_overhead.py [--iterations 20] [--device cpu|cuda] [--size 64] [--threads 1] [--repeats 1]
+        [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +66,9 @@ def volumes(count: int, seed: int, size: int) -> Volumes:
     return [np.tanh(rng.normal(0, 0.5, (8, size, size))).astype(np.float32) for _ in range(count)]
 
 
-def cyclegan(augment: list, source: Volumes, target: Volumes, device: torch.device) -> Callable[[int], None]:
+def cyclegan(
+    augment: list, source: Volumes, target: Volumes, device: torch.device, epochs: int = 1, **fit: Any
+) -> Callable[[int], None]:
     def run(iterations: int) -> None:
         model = CycleGAN(
             width=1,
@@ -68,20 +76,22 @@ def cyclegan(augment: list, source: Volumes, target: Volumes, device: torch.devi
             blocks=6,
             cycle_loss="ssim",
             batch_size=BATCH,
-            epochs=1,
+            epochs=epochs,
             iterations_per_epoch=iterations,
             source_augment=augment,
             target_augment=augment,
             sample_every=0,
             keep_checkpoints=0,
         )
-        model.fit(source, target, device=device, precision="fp32")
+        model.fit(source, target, device=device, precision="fp32", **fit)
 
     return run
 
 
-def segmenter(augment: bool, source: Volumes, device: torch.device) -> Callable[[int], None]:
-    settings = SegmentationConfig(epochs=1, batch_size=BATCH, **({} if augment else {"augment": []}))
+def segmenter(
+    augment: bool, source: Volumes, device: torch.device, epochs: int = 1, **train: Any
+) -> Callable[[int], None]:
+    settings = SegmentationConfig(epochs=epochs, batch_size=BATCH, **({} if augment else {"augment": []}))
     cases = [(image, (image > 0.4).astype(np.uint8)) for image in source]
 
     def run(iterations: int) -> None:
@@ -96,6 +106,7 @@ def segmenter(augment: bool, source: Volumes, device: torch.device) -> Callable[
                 val_cases=[],
                 iterations_per_epoch=iterations,
                 progress=False,
+                **train,
             )
 
     return run
@@ -170,6 +181,23 @@ def per_iteration(run: Callable[[int], None], n: int, device: torch.device, repe
     return 1000 * (long - short) / n, ops / n
 
 
+def steady_ms(kind: str, compile: bool, n: int, source: Volumes, target: Volumes, device: torch.device) -> float:
+    """ms per iteration in the second of two epochs of ``n`` iterations (the first one compiles), from the log."""
+    with tempfile.TemporaryDirectory() as workdir:
+        if kind == "cyclegan":
+            cyclegan(AUG, source, target, device, epochs=2, workdir=Path(workdir), compile=compile)(n)
+        else:
+            settings = SegmentationConfig(epochs=2, batch_size=BATCH)
+            cases = [(image, (image > 0.4).astype(np.uint8)) for image in source]
+            train_segmenter(
+                {"name": "resunet25d", "base": 1}, cases, settings, workdir=workdir, device=device,
+                precision="fp32", val_cases=[], iterations_per_epoch=n, progress=False, compile=compile,
+            )  # fmt: skip
+        epochs = [json.loads(line) for line in (Path(workdir) / "log.jsonl").read_text().splitlines()]
+        seconds = [row["seconds"] for row in epochs if row.get("kind", "epoch") == "epoch"]
+        return 1000 * seconds[1] / n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=20, help="N: iterations timed (beyond the first)")
@@ -177,6 +205,7 @@ def main() -> None:
     parser.add_argument("--threads", default="1", help="torch CPU threads: a number or 'auto'")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per length; the fastest counts")
     parser.add_argument("--size", type=int, default=64, help="slice size (at least 32: the PatchGAN's 3 layers)")
+    parser.add_argument("--compile", action="store_true", help="also the steady state, eager vs runtime.compile")
     args = parser.parse_args()
     source, target = volumes(3, 0, args.size), volumes(3, 1, args.size)
     device = resolve_device(args.device, key="--device")
@@ -205,6 +234,13 @@ def main() -> None:
         print(f"| {label} | {ms:.1f} | {ops:.0f} |")
     if device.type == "cpu":
         print("\n(on a CPU the milliseconds are wall time and include the convolutions' pixel work; see --size)")
+    if not args.compile:
+        return
+    print(f"\n| steady state ({device.type}, {args.size} x {args.size}) | eager ms/iteration | compiled ms/iteration |")
+    print("|---|---|---|")
+    for kind, label in (("cyclegan", "CycleGAN.fit, augmentation"), ("segmenter", "train_segmenter, augmentation")):
+        eager, compiled = (steady_ms(kind, c, args.iterations, source, target, device) for c in (False, True))
+        print(f"| {label} | {eager:.1f} | {compiled:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,33 @@ class AdamUpdate:
         torch._foreach_addcdiv_(params, exp_avgs, denom)  # p - lr * m_hat / (sqrt(v_hat) + eps)
 
 
+def optimise(
+    loss: Tensor,
+    opt: torch.optim.Adam,
+    update: AdamUpdate | None,
+    scaler: torch.amp.GradScaler,
+    all_reduce: bool = False,
+) -> None:
+    """One step of ``opt``'s parameters from ``loss``, as every trainer's step takes it: gradients for those
+    parameters only (`torch.autograd.grad`, which a compiled step can trace; backward under torchrun, where DDP
+    averages them during backward), then ``update`` (`AdamUpdate`). ``update`` None (fp16) steps torch's optimizer
+    through the loss scaler instead."""
+    params = opt.param_groups[0]["params"] if update is None else update.params
+    if update is None:
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward(inputs=params)
+        scaler.step(opt)
+        return
+    if all_reduce:
+        loss.backward(inputs=params)
+        grads = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+    else:
+        grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+    update.step(grads)
+
+
 def compile_step(step: Callable[..., Any], device: torch.device, backend: str = "inductor") -> Callable[..., Any]:
     """``torch.compile`` a whole training step as one graph (``fullgraph=True``: a graph break is an error, not a
     silent fallback). Gradients inside it come from ``torch.autograd.grad``, which dynamo traces only with its

@@ -92,6 +92,30 @@ def test_best_checkpoint_is_kept_by_validation_dice_and_training_resumes(tmp_pat
         train_segmenter({**TINY, "base": 8}, cases, settings(epochs=5), workdir=tmp_path, device="cpu", progress=False)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compiled_whole_step_has_no_graph_break_and_matches_eager(tmp_path, precision) -> None:
+    """``compile`` traces loss, gradients and Adam as one graph (``fullgraph=True``: a break is an error); run by
+    aot_eager's eager kernels, the losses and weights follow the eager run's."""
+    import torch._dynamo
+
+    cases = [blob_case(i) for i in range(3)]
+    runs = {}
+    for compile in (False, "aot_eager"):
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        trained = train_segmenter(
+            TINY, cases, settings(epochs=2, batch_size=2), workdir=tmp_path / str(compile), device="cpu",
+            precision=precision, progress=False, compile=compile, iterations_per_epoch=3,
+        )  # fmt: skip
+        runs[compile] = ([r["loss"] for r in trained.info["history"]], trained.model.state_dict())
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    tol = 1e-4 if precision == "fp32" else 2e-2
+    assert runs["aot_eager"][0] == pytest.approx(runs[False][0], rel=tol, abs=tol)
+    eager, compiled = runs[False][1], runs["aot_eager"][1]
+    assert all(torch.allclose(eager[k].float(), compiled[k].float(), atol=50 * tol) for k in eager)
+
+
 def test_split_is_by_case_and_folds_cover_every_case() -> None:
     train, val = split_cases(10, 0.2, seed=1)
     assert len(val) == 2 and sorted(train + val) == list(range(10))

@@ -24,7 +24,20 @@ from da_seg.progress import ScalarLog, progress_bar
 from da_seg.registry import LOSSES
 from da_seg.segmentation.inference import COMPONENT, Case, TrainedSegmenter, build_segmenter
 from da_seg.slices import SliceBank
-from da_seg.training import adam, autocast, grad_scaler, prepare_module, resolve_device, seed_everything, to_layout
+from da_seg.training import (
+    AdamUpdate,
+    adam,
+    autocast,
+    compile_step,
+    grad_scaler,
+    optimise,
+    prepare_module,
+    resolve_device,
+    seed_everything,
+    to_layout,
+)
+
+READ_BACK_EVERY = 10  # training steps between loss read-backs (each one waits for the GPU)
 
 
 # -- training ---------------------------------------------------------------------------------------------------
@@ -97,7 +110,7 @@ def train_segmenter(
     domain: Any = None,
     progress: bool = True,
     channels_last: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
 ) -> TrainedSegmenter:
     """Train a segmenter on ``(image, mask)`` cases; returns the best model (also saved in ``workdir/model``).
 
@@ -116,7 +129,8 @@ def train_segmenter(
             `predict_file` can prepare a raw image exactly as the training images were.
         progress: show the rich progress bar.
         channels_last: NHWC memory layout for weights and batches (``runtime.channels_last``).
-        compile: ``torch.compile`` the training network (``runtime.compile``).
+        compile: ``torch.compile`` the whole training step (``runtime.compile``; a string names a backend other
+            than inductor, e.g. ``"aot_eager"`` in tests).
 
     Under torchrun (`da_seg.distributed.init_distributed`) every rank trains a DDP replica: all ranks draw the same
     seeded global batch of ``world * batch_size`` slices and each takes its share ``[rank::world]``, gradients are
@@ -193,10 +207,24 @@ def train_segmenter(
         torch.set_rng_state(state["torch_rng"])
         start, best = int(state["epoch"]), float(state["best"])
 
-    model, train_model = prepare_module(model, device, channels_last, compile)
+    # runtime.compile compiles the whole step (`compile_step`), except under torchrun and with fp16, where it
+    # compiles the network (as `da_seg.translators.adversarial` does)
+    whole_step = bool(compile) and not dist.distributed and precision != "fp16"
+    model, train_model = prepare_module(model, device, channels_last, bool(compile) and not whole_step)
     if dist.distributed:  # same initial weights (DDP broadcasts rank 0's), different augmentations per rank
         torch.manual_seed(seed + 7919 * dist.rank)
     scaler = grad_scaler(device, precision)
+    update = None if precision == "fp16" else AdamUpdate(optimizer, torch.tensor(settings.lr, device=device))
+
+    def step(images: Tensor, masks: Tensor) -> Tensor:
+        """One update; no host synchronisation inside (the loss comes back as a device tensor)."""
+        with autocast(device, precision):
+            loss = loss_fn(train_model(to_layout(images, channels_last)), targets(masks, classes, multiclass))
+        optimise(loss, optimizer, update, scaler, dist.distributed)
+        return loss.detach().float()
+
+    if whole_step:
+        step = compile_step(step, device, compile if isinstance(compile, str) else "inductor")
     batches = _batches(len(bank), global_batch, generator)
     bar = progress_bar(transient=True)
     bar.disable = not (progress and main)
@@ -204,20 +232,15 @@ def train_segmenter(
         task = bar.add_task("segmenter", total=settings.epochs * iters, completed=start * iters, status="")
         for epoch in range(start, settings.epochs):
             model.train()
-            tic, total = time.perf_counter(), 0.0
-            for _ in range(iters):
-                images, masks = bank.batch(shard(next(batches)))
-                images, masks = augment(images, masks)
-                with autocast(device, precision):
-                    loss = loss_fn(train_model(to_layout(images, channels_last)), targets(masks, classes, multiclass))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
+            tic, losses = time.perf_counter(), []
+            for it in range(iters):
+                images, masks = augment(*bank.batch(shard(next(batches))))
+                losses.append(step(images, masks))
                 scaler.update()
-                value = float(loss.detach())
-                total += value
-                bar.update(task, advance=1, status=f"epoch {epoch + 1} loss {value:.4f}")
-            scores: dict[str, float] = {"epoch": epoch + 1, "loss": total / iters}
+                if it % READ_BACK_EVERY == 0 or it == iters - 1:  # one device-to-host copy per so many steps
+                    bar.update(task, status=f"epoch {epoch + 1} loss {float(losses[-1]):.4f}")
+                bar.update(task, advance=1)
+            scores: dict[str, float] = {"epoch": epoch + 1, "loss": float(torch.stack(losses).mean())}
             if val:
                 scores["val_dice"] = validation_dice(segmenter, val)
             scores["seconds"] = time.perf_counter() - tic

@@ -45,6 +45,7 @@ from da_seg.training import (
     autocast,
     compile_step,
     grad_scaler,
+    optimise,
     prepare_module,
     resolve_device,
     seed_everything,
@@ -124,25 +125,10 @@ class AdversarialTranslator(ABC):
     def update(self, state: FitState, side: str, loss: Tensor) -> None:
         """One optimizer step of the generator side (``"g"``) or the discriminator side (``"d"``) from ``loss``.
 
-        Only that side's parameters receive gradients, so nothing needs freezing: `torch.autograd.grad` (which a
-        compiled step can trace), or backward under torchrun (DDP averages the gradients during backward), then
-        `AdamUpdate`. With fp16 the loss scaler steps torch's optimizer instead (``state.adam`` is None).
+        Only that side's parameters receive gradients (`da_seg.training.optimise`), so nothing needs freezing.
         """
-        if state.adam is None:
-            opt = state.opt_g if side == "g" else state.opt_d
-            opt.zero_grad(set_to_none=True)
-            state.scaler.scale(loss).backward(inputs=opt.param_groups[0]["params"])
-            state.scaler.step(opt)
-            return
-        adam = state.adam[side]
-        if self._all_reduce:
-            loss.backward(inputs=adam.params)
-            grads = [p.grad for p in adam.params]
-            for p in adam.params:
-                p.grad = None
-        else:
-            grads = torch.autograd.grad(loss, adam.params, allow_unused=True)
-        adam.step(grads)
+        opt = state.opt_g if side == "g" else state.opt_d
+        optimise(loss, opt, None if state.adam is None else state.adam[side], state.scaler, self._all_reduce)
 
     def discriminate(self, name: str, real: Tensor, fake: Tensor) -> Tensor:
         """The LSGAN discriminator loss (Eq. 1) of discriminator ``name``; real and fake images go through it in

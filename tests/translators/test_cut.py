@@ -65,3 +65,14 @@ def test_resume_after_a_kill_gives_the_weights_of_a_straight_fit(unpaired, tmp_p
     resumed = TRANSLATORS.build({**spec, "epochs": 3}).fit(source, target, workdir=tmp_path, seed=3)
     a, b = _weights(straight), _weights(resumed)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_compiled_whole_step_has_no_graph_break(unpaired) -> None:
+    import torch._dynamo
+
+    source, target = unpaired
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    TRANSLATORS.build({**TINY, "epochs": 2, "sample_every": 0}).fit(source, target, compile="aot_eager")
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
