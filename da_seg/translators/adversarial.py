@@ -2,12 +2,13 @@
 variant and CUT differ only in their networks and in what one training step computes.
 
 Slices are sampled from volumes preloaded on the training device (`SliceBank`), augmented there with kornia
-(`build_augmentation`, per domain) and optionally cropped to ``image_size``. A subclass defines `networks` (every
+(`build_augmentation`, per domain; both domains in one call when their specs match) and optionally cropped to
+``image_size`` (in the same warp). A subclass defines `networks` (every
 module trained and checkpointed), `parameter_groups` (generator side, discriminator side: one Adam each) and
 `train_step`; `fit` does the rest: seeding, optimizers and the learning-rate schedule (constant, then linear decay
 to zero over the last ``decay_epochs`` epochs, CycleGAN's), image pools, checkpoints, resume, logs and sample grids.
 
-``workdir`` (optional) receives: ``last/`` (weights of all networks, optimizers, schedules, image pools and RNG
+``workdir`` (optional) receives: ``last/`` (weights of all networks, optimizers, image pools and RNG
 state: `fit` resumes from it and continues from the saved epoch), ``epoch_NNNN/`` snapshots (the newest
 ``keep_checkpoints``; each loads with `load_translator`), ``log.jsonl`` (scalars) and ``samples/epoch_NNNN.png``
 (rows of source | translated [| reconstructed source]).

@@ -1,7 +1,7 @@
 """What a CycleGAN fit carries between iterations and across a resume, apart from the four networks.
 
 `ImagePool` keeps old fakes for the discriminators, `FitState` bundles everything `fit` saves in ``last/state.pt``
-(optimizers, schedules, pools, RNG, gradient scaler), `read_back` turns queued device losses into floats, and
+(optimizers, pools, RNG, gradient scaler), `read_back` turns queued device losses into floats, and
 `check_resumable` refuses to resume a workdir trained with other settings.
 """
 

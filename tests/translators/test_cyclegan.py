@@ -182,3 +182,24 @@ def test_compiled_whole_step_has_no_graph_break_and_matches_eager(unpaired, tmp_
         assert all(b[k] == pytest.approx(a[k], rel=tol, abs=tol) for k in a if k not in ("kind", "epoch", "iteration"))
     a, b = _weights(eager), _weights(compiled)
     assert all(torch.allclose(a[k], b[k], atol=50 * tol) for k in a)
+
+
+@pytest.mark.parametrize(("target_augment", "calls"), [(["flip"], 1), (["rotation"], 2)])
+def test_both_domains_are_augmented_in_one_call_when_their_augmentations_match(
+    unpaired, monkeypatch, target_augment, calls
+) -> None:
+    from da_seg.augment import Augmentation
+
+    seen = []
+    original = Augmentation.__call__
+
+    def spy(self, images, masks=None, crop=None):
+        seen.append((len(images), crop))
+        return original(self, images, masks, crop)
+
+    monkeypatch.setattr(Augmentation, "__call__", spy)
+    source, target = unpaired
+    spec = {"name": "cyclegan", **TINY, "disc_layers": 1, "iterations_per_epoch": 1, "epochs": 1, "batch_size": 2}
+    model = TRANSLATORS.build({**spec, "source_augment": ["flip"], "target_augment": target_augment, "image_size": 12})
+    model.fit(source, target)
+    assert seen == ([(4, 12)] if calls == 1 else [(2, 12), (2, 12)])  # the crop rides along in the same call
