@@ -8,7 +8,8 @@
 #   run      README's main job, `daseg run examples/prostate_mr2ct.toml`, on the GPU (device "auto");
 #   quality  benchmarks/cyclegan_quality.py on the GPU (QUALITY_ARGS);
 #   speed    benchmarks/cyclegan_speed.py and benchmarks/segmenter_speed.py on the GPU;
-#   overhead benchmarks/host_overhead.py on the GPU: host ms and aten ops per iteration at width 1.
+#   overhead benchmarks/host_overhead.py on the GPU: host ms and aten ops per iteration at width 1, and the steady
+#            state eager vs runtime.compile (whole step, CUDA graphs).
 # Logs and the run's report land in $OUT (or /tmp/gpu_check).
 set -u -o pipefail
 export PYTHONUNBUFFERED=1
@@ -49,7 +50,7 @@ if [[ " $STAGES " == *" speed "* ]]; then
 fi
 if [[ " $STAGES " == *" overhead "* ]]; then
     echo "== host overhead per iteration (width 1)"
-    timeout "${OVERHEAD_S:-150}" python3 benchmarks/host_overhead.py --device cuda --iterations 50 --threads auto 2>&1 \
-        | grep -v USDT | tee "$OUT/host_overhead.log" | tail -12
+    timeout "${OVERHEAD_S:-300}" python3 benchmarks/host_overhead.py --device cuda --iterations 50 --threads auto \
+        --compile 2>&1 | grep -v USDT | tee "$OUT/host_overhead.log" | tail -16
 fi
 exit 0
