@@ -25,7 +25,8 @@ calls included (``aten::conv2d`` and the ``aten::convolution`` it calls count as
 ``--compile`` adds a second table: milliseconds per iteration of the steady state (the second of two epochs of N
 iterations, read from the trainers' logs, so compilation in the first epoch drops out) for ``CycleGAN.fit`` with
 augmentation and ``train_segmenter`` with its default augmentation, eager and with ``runtime.compile`` (the whole
-step compiled by inductor; with augmentation and sampling outside it), side by side in one run.
+step compiled by inductor; the CycleGAN samples and augments outside its compiled step, the segmenter inside it),
+side by side in one run.
 
 Usage:
     python benchmarks/host_overhead.py [--iterations 20] [--device cpu|cuda] [--size 64] [--threads 1] [--repeats 1]

@@ -92,10 +92,23 @@ def test_best_checkpoint_is_kept_by_validation_dice_and_training_resumes(tmp_pat
         train_segmenter({**TINY, "base": 8}, cases, settings(epochs=5), workdir=tmp_path, device="cpu", progress=False)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_compiled_whole_step_has_no_graph_break_and_matches_eager(tmp_path, precision) -> None:
-    """``compile`` traces loss, gradients and Adam as one graph (``fullgraph=True``: a break is an error); run by
-    aot_eager's eager kernels, the losses and weights follow the eager run's."""
+EXAMPLE_AUGMENT = [{"name": "random_ratio_crop", "min_ratio": 0.5}, {"name": "rotation", "degrees": 10.0}, "flip"]
+
+
+@pytest.mark.parametrize(
+    "precision, augment",
+    [
+        ("fp32", []),
+        ("bf16", []),
+        ("fp32", EXAMPLE_AUGMENT),
+        ("fp32", [{"name": "gaussian_noise", "std": 0.05}, "flip"]),
+    ],
+    ids=["fp32", "bf16", "fp32-fused-augmentation", "fp32-kornia-pipeline"],
+)
+def test_compiled_whole_step_has_no_graph_break_and_matches_eager(tmp_path, precision, augment) -> None:
+    """``compile`` traces gathering the slices, a fused augmentation, loss, gradients and Adam as one graph
+    (``fullgraph=True``: a break is an error; a kornia pipeline runs before the graph); run by aot_eager's eager
+    kernels, the losses and weights follow the eager run's, random draws included."""
     import torch._dynamo
 
     cases = [blob_case(i) for i in range(3)]
@@ -104,8 +117,8 @@ def test_compiled_whole_step_has_no_graph_break_and_matches_eager(tmp_path, prec
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
         trained = train_segmenter(
-            TINY, cases, settings(epochs=2, batch_size=2), workdir=tmp_path / str(compile), device="cpu",
-            precision=precision, progress=False, compile=compile, iterations_per_epoch=3,
+            TINY, cases, settings(epochs=2, batch_size=2, augment=augment), workdir=tmp_path / str(compile),
+            device="cpu", precision=precision, progress=False, compile=compile, iterations_per_epoch=3,
         )  # fmt: skip
         runs[compile] = ([r["loss"] for r in trained.info["history"]], trained.model.state_dict())
     assert not torch._dynamo.utils.counters["graph_break"]
@@ -114,6 +127,24 @@ def test_compiled_whole_step_has_no_graph_break_and_matches_eager(tmp_path, prec
     assert runs["aot_eager"][0] == pytest.approx(runs[False][0], rel=tol, abs=tol)
     eager, compiled = runs[False][1], runs["aot_eager"][1]
     assert all(torch.allclose(eager[k].float(), compiled[k].float(), atol=50 * tol) for k in eager)
+
+
+def test_a_fused_augmentation_runs_inside_the_compiled_step(tmp_path) -> None:
+    """With a fused augmentation the compiled graph holds the data path (operators captured by dynamo: many more
+    than without one); a kornia pipeline, which does not trace whole, runs before the graph (about as many as none)."""
+    import torch._dynamo
+
+    captured = {}
+    for name, augment in [("none", []), ("fused", EXAMPLE_AUGMENT), ("pipeline", [{"name": "gaussian_noise"}])]:
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        train_segmenter(
+            TINY, [blob_case(i) for i in range(3)], settings(epochs=1, batch_size=2, augment=augment),
+            workdir=tmp_path / name, device="cpu", progress=False, compile="aot_eager", iterations_per_epoch=2,
+        )  # fmt: skip
+        captured[name] = torch._dynamo.utils.counters["stats"]["calls_captured"]
+    assert abs(captured["pipeline"] - captured["none"]) < 20  # measured: 213 and 201 (the gather, the dtypes)
+    assert captured["fused"] > captured["none"] + 200  # the draw, the matrices, two warps (measured: 523)
 
 
 def test_split_is_by_case_and_folds_cover_every_case() -> None:

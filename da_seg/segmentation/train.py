@@ -216,15 +216,22 @@ def train_segmenter(
     scaler = grad_scaler(device, precision)
     update = None if precision == "fp16" else AdamUpdate(optimizer, torch.tensor(settings.lr, device=device))
 
-    def step(images: Tensor, masks: Tensor) -> Tensor:
+    def learn(images: Tensor, masks: Tensor) -> Tensor:
         """One update; no host synchronisation inside (the loss comes back as a device tensor)."""
         with autocast(device, precision):
             loss = loss_fn(train_model(to_layout(images, channels_last)), targets(masks, classes, multiclass))
         optimise(loss, optimizer, update, scaler, dist.distributed)
         return loss.detach().float()
 
-    if whole_step:
-        step = compile_step(step, device, compile if isinstance(compile, str) else "inductor")
+    def step(index: Tensor) -> Tensor:
+        """Gather the slices (on the device), augment them and learn from them."""
+        return learn(*augment(*bank.batch(index)))
+
+    if whole_step:  # from slice indices to updated weights in one graph (one CUDA graph replay on a GPU), unless
+        # the augmentation is a kornia pipeline, which does not trace whole: then it runs before the compiled update
+        traceable, backend = augment.fused or not augment, compile if isinstance(compile, str) else "inductor"
+        compiled = compile_step(step if traceable else learn, device, backend)
+        step = compiled if traceable else lambda index: compiled(*augment(*bank.batch(index)))
     batches = _batches(len(bank), global_batch, generator)
     bar = progress_bar(transient=True)
     bar.disable = not (progress and main)
@@ -234,8 +241,7 @@ def train_segmenter(
             model.train()
             tic, losses = time.perf_counter(), []
             for it in range(iters):
-                images, masks = augment(*bank.batch(shard(next(batches))))
-                losses.append(step(images, masks))
+                losses.append(step(shard(next(batches)).to(device)))
                 scaler.update()
                 if it % READ_BACK_EVERY == 0 or it == iters - 1:  # one device-to-host copy per so many steps
                     bar.update(task, status=f"epoch {epoch + 1} loss {float(losses[-1]):.4f}")
