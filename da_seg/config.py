@@ -126,6 +126,11 @@ class SegmentationConfig(Strict):
     threshold: Probability = 0.5
     tta_flip: bool = False
     largest_component: bool = True
+    component_rule: Literal["largest", "most_confident"] = Field(
+        "largest",
+        description="which component `largest_component` keeps per structure: the largest, or the one with the "
+        "highest mean probability (ours)",
+    )
 
     _names = field_validator("model", "loss", mode="before")(_needs_name)
 

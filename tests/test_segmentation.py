@@ -227,6 +227,36 @@ def test_targets_labels_and_largest_component() -> None:
     assert kept[0, 0, 0] == 0 and kept[1:3, 2:5, 2:5].all() and kept[0, 5, 5] == 2
 
 
+def test_most_confident_component_keeps_the_organ_beside_a_larger_doubtful_region(tmp_path) -> None:
+    """The failure seen on the prostate phantom (benchmarks/RESULTS.md): a larger, less confident false region
+    beside the organ. ``largest`` keeps the false region; ``most_confident`` keeps the organ, per structure."""
+    prob = np.zeros((2, 4, 8, 8), np.float32)
+    prob[0, 1:3, 1:3, 1:3] = 0.95  # the organ: 8 voxels, confident
+    prob[0, 0:4, 5:8, 5:8] = 0.6  # a false region: 36 voxels, doubtful
+    prob[1, 0:2, 5:8, 0:2] = 0.7  # structure 2, one component: kept by either rule
+    largest = probabilities_to_labels(prob, 0.5, component_rule="largest")
+    confident = probabilities_to_labels(prob, 0.5, component_rule="most_confident")
+    assert (largest == 1).sum() == 36 and largest[1, 1, 1] == 0
+    assert (confident == 1).sum() == 8 and confident[1, 1, 1] == 1 and confident[0, 6, 6] == 0
+    assert (largest == 2).sum() == (confident == 2).sum() == 12
+    binary = probabilities_to_labels(prob[0], 0.5, component_rule="most_confident")  # (z, H, W) probabilities
+    assert binary.sum() == 8 and binary[1, 1, 1] == 1
+    with pytest.raises(ConfigError, match="component_rule 'biggest'"):
+        probabilities_to_labels(prob, 0.5, component_rule="biggest")
+
+
+def test_the_component_rule_is_saved_with_the_model(tmp_path) -> None:
+    """``segmentation.component_rule`` trains into the model's inference defaults, which `segment` applies."""
+    trained = train_segmenter(
+        TINY, [blob_case(i) for i in range(3)], settings(epochs=1, component_rule="most_confident"),
+        workdir=tmp_path, device="cpu", progress=False,
+    )  # fmt: skip
+    assert trained.defaults["component_rule"] == "most_confident"
+    assert TrainedSegmenter.load(tmp_path / "model").defaults["component_rule"] == "most_confident"
+    with pytest.raises(ValueError, match="component_rule"):
+        SegmentationConfig(component_rule="biggest")
+
+
 def _domain() -> Domain:
     return Domain((4.0, 3.0, 3.0), (32, 32), INTENSITIES.build({"name": "ct_window"}))
 

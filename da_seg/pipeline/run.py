@@ -228,11 +228,12 @@ def _self_training_method(up: Upstream, teacher: Method, seg: Any, seg_key: Any,
 def _joint_method(up: Upstream, seg: Any, tag: str) -> Method:
     """The segmenter a label-aware translator trained with its generators (``jointly_trained``), as method
     ``joint``: saved with the run's target domain and inference defaults, tested on the held-out SynCT."""
-    key = fingerprint(up.synct_key, seg.threshold, seg.largest_component, seg.tta_flip, SEGMENTER_STAGE_VERSION)
+    post = (seg.threshold, seg.largest_component, seg.component_rule, seg.tta_flip)
+    key = fingerprint(up.synct_key, *post, SEGMENTER_STAGE_VERSION)
 
     def work(folder: Path) -> None:
         joint = up.translator.jointly_trained()
-        defaults = {"threshold": seg.threshold, "largest_component": seg.largest_component, "tta_flip": seg.tta_flip}
+        defaults = dict(zip(("threshold", "largest_component", "component_rule", "tta_flip"), post, strict=True))
         model = TrainedSegmenter(
             model=joint["model"],
             spec=joint["spec"],

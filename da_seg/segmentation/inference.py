@@ -44,7 +44,8 @@ class _Segments(ABC):
         largest_component: bool | None = None,
         tta_flip: bool | None = None,
     ) -> np.ndarray:
-        """A label map: probability >= ``threshold``, optionally only the largest 3D component of each label.
+        """A label map: probability >= ``threshold``, optionally one 3D component of each label (the saved
+        ``component_rule`` says which: the largest, or the most confident).
 
         Softmax models take the argmax over background and structures (``threshold`` is not used). Unset arguments
         take the model's saved defaults (0.5, largest component on, no TTA unless trained so).
@@ -55,8 +56,9 @@ class _Segments(ABC):
         threshold = self.defaults.get("threshold", 0.5) if threshold is None else threshold
         lcc = self.defaults.get("largest_component", True) if largest_component is None else largest_component
         tta = self.defaults.get("tta_flip", False) if tta_flip is None else tta_flip
-        softmax = self.multiclass == "softmax"
-        return probabilities_to_labels(self.predict(image, tta_flip=tta), threshold, lcc, softmax=softmax)
+        rule = self.defaults.get("component_rule", "largest")
+        probabilities = self.predict(image, tta_flip=tta)
+        return probabilities_to_labels(probabilities, threshold, lcc, self.multiclass == "softmax", rule)
 
 
 @dataclass
@@ -72,7 +74,7 @@ class TrainedSegmenter(_Segments):
         precision: autocast precision for inference.
         batch_size: slices per forward pass in `predict`.
         domain: the data domain (spacing, size, intensity) images must be prepared in; `predict_file` needs it.
-        defaults: inference defaults (``threshold``, ``largest_component``, ``tta_flip``).
+        defaults: inference defaults (``threshold``, ``largest_component``, ``component_rule``, ``tta_flip``).
         info: training facts kept in meta.json (epochs, best validation Dice, ...).
         multiclass: ``"sigmoid"`` (``classes`` channels) or ``"softmax"`` (``classes + 1``, background first).
         channels_last: run `predict` in NHWC memory layout (faster convolutions on CPU and tensor cores).
@@ -287,8 +289,14 @@ def _spec_name(spec: Any) -> str:
     return str(spec.get("name") if isinstance(spec, Mapping) else spec)
 
 
-def largest_components(labels: np.ndarray) -> np.ndarray:
-    """Keep only the largest 26-connected 3D component of each label (removes isolated false positives)."""
+def largest_components(labels: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
+    """Keep one 26-connected 3D component of each label (removes isolated false positives): the largest, or with
+    ``probabilities`` (as `probabilities_to_labels` takes them) the one with the highest mean probability.
+
+    The second rule is ours (``segmentation.component_rule = "most_confident"``): on the prostate phantom a
+    SynCT-trained network sometimes marks a larger false region beside the organ with less confidence, and keeping
+    the largest then throws the organ away (Dice 0; benchmarks/RESULTS.md).
+    """
     out = np.zeros_like(labels)
     structure = ndimage.generate_binary_structure(labels.ndim, labels.ndim)
     for value in np.unique(labels):
@@ -297,20 +305,33 @@ def largest_components(labels: np.ndarray) -> np.ndarray:
         components, n = ndimage.label(labels == value, structure=structure)
         if n == 0:
             continue
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        out[components == sizes.argmax()] = value
+        if probabilities is None:
+            scores = np.bincount(components.ravel())[1:]
+        else:
+            prob = probabilities if probabilities.ndim == labels.ndim else probabilities[value - 1]
+            scores = ndimage.mean(prob, components, np.arange(1, n + 1))
+        out[components == int(np.argmax(scores)) + 1] = value
     return out
 
 
+COMPONENT_RULES = ("largest", "most_confident")
+
+
 def probabilities_to_labels(
-    probabilities: np.ndarray, threshold: float = 0.5, largest_component: bool = True, softmax: bool = False
+    probabilities: np.ndarray,
+    threshold: float = 0.5,
+    largest_component: bool = True,
+    softmax: bool = False,
+    component_rule: str = "largest",
 ) -> np.ndarray:
     """``(z, H, W)`` foreground or ``(K, z, H, W)`` per-structure probabilities -> ``(z, H, W)`` uint8 labels.
 
     ``softmax``: the probabilities are a softmax's structure channels; the background is what they leave
-    (``1 - sum``) and each voxel takes the argmax class, without a threshold.
+    (``1 - sum``) and each voxel takes the argmax class, without a threshold. ``largest_component`` keeps one
+    component per label, chosen by ``component_rule`` (`COMPONENT_RULES`, `largest_components`).
     """
+    if component_rule not in COMPONENT_RULES:
+        raise ConfigError(f"component_rule '{component_rule}' is not one of {', '.join(COMPONENT_RULES)}")
     if softmax:
         structures = probabilities[None] if probabilities.ndim == 3 else probabilities
         background = 1.0 - structures.sum(0, keepdims=True)
@@ -320,7 +341,9 @@ def probabilities_to_labels(
     else:
         best = probabilities.argmax(0)
         labels = np.where(probabilities.max(0) >= threshold, best + 1, 0).astype(np.uint8)
-    return largest_components(labels) if largest_component else labels
+    if not largest_component:
+        return labels
+    return largest_components(labels, probabilities if component_rule == "most_confident" else None)
 
 
 def build_segmenter(

@@ -183,6 +183,7 @@ def train_segmenter(
         defaults={
             "threshold": settings.threshold,
             "largest_component": settings.largest_component,
+            "component_rule": settings.component_rule,
             "tta_flip": settings.tta_flip,
         },
         multiclass=multiclass,
