@@ -54,6 +54,9 @@ def test_run_writes_everything_a_user_needs(finished) -> None:
     assert "data:image/png;base64," in html and "Table 1" in html and "Translation fidelity" in html
     provenance = json.loads((run / "provenance.json").read_text())
     assert provenance["seed"] == 1 and "torch" in provenance["versions"]
+    runtime = json.loads((run / "runtime.json").read_text())  # what "auto" resolved to, for reading timings
+    assert runtime == {"device": "cpu", "precision": runtime["precision"], "torch_threads": torch.get_num_threads()}
+    assert runtime["precision"] in ("fp32", "bf16")
     used = {c["key"]: c for c in provenance["components"]}
     assert used["task"]["package"] == "daseg-prostate-mr2ct" and used["task"]["version"]  # a plugin, named
     assert used["translator"] == {

@@ -81,7 +81,11 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
     device = local_device(resolve_device(config.runtime.device))
     precision = resolve_precision(config.runtime.precision, device)  # "auto" -> what this device runs fastest
     config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"precision": precision})})
-    apply_threads(config.runtime.threads)
+    threads = apply_threads(config.runtime.threads)
+    if is_main():  # what "auto" resolved to: a timing or a result is read against it (runtime.json)
+        resolved = {"device": str(device), "precision": precision, "torch_threads": threads}
+        print("runtime: " + ", ".join(f"{k} {v}" for k, v in resolved.items()), flush=True)
+        write_json(stages.run_dir / "runtime.json", resolved)
     seed_everything(config.seed)
     set_deterministic(config.runtime.deterministic)
     start = time.perf_counter()
