@@ -35,13 +35,12 @@ from da_seg.translators import load_translator
 
 def averaged_translator(snapshots: list[Path], device: torch.device):
     """The newest snapshot's translator with every saved network's weights replaced by their mean over snapshots."""
-    translator = load_translator(snapshots[-1], device=device)
-    for name, net in translator.networks.items():
-        if name not in translator.saved:
-            continue
-        states = [load_translator(p, device=device).networks[name].state_dict() for p in snapshots]
+    loaded = [load_translator(p, device=device) for p in snapshots]
+    translator = loaded[-1]
+    for name in translator.saved:
+        states = [t.networks[name].state_dict() for t in loaded]
         mean = {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) for k, v in states[-1].items()}
-        net.load_state_dict(mean)
+        translator.networks[name].load_state_dict(mean)
     return translator
 
 

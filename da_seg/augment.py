@@ -251,7 +251,7 @@ class Augmentation:
         self, images: Tensor, masks: Tensor | None = None, crop: int | None = None
     ) -> tuple[Tensor, Tensor | None]:
         if self._ops is not None:
-            return self._fused(self._ops, images, masks, crop)
+            return self._fused(images, masks, crop)
         if self.specs:
             pipe = self._pipeline((int(images.shape[-2]), int(images.shape[-1])), masks is not None)
             dtype = images.dtype
@@ -275,10 +275,9 @@ class Augmentation:
         both = self._crops[key](torch.cat([images.float(), masks.float()], dim=1))
         return both[:, :channels].to(images.dtype), both[:, channels:].round().to(masks.dtype)
 
-    def _fused(
-        self, ops: list[tuple[str, dict[str, Any]]], images: Tensor, masks: Tensor | None, crop: int | None
-    ) -> tuple[Tensor, Tensor | None]:
+    def _fused(self, images: Tensor, masks: Tensor | None, crop: int | None) -> tuple[Tensor, Tensor | None]:
         """Draw every op's parameters at once, compose one matrix per image and warp once (module docstring)."""
+        ops = self._ops or []
         b, _, h, w = images.shape
         geometric = [(name, args) for name, args in ops if name != "gaussian_noise"]
         out_size = (h, w) if crop is None else (crop, crop)

@@ -218,13 +218,22 @@ def optimise(
     update.step(grads)
 
 
-def compile_step(step: Callable[..., Any], device: torch.device, backend: str = "inductor") -> Callable[..., Any]:
+def compiles_whole_step(compile: bool | str, precision: str, distributed: bool, capturable: bool = True) -> bool:
+    """Whether ``runtime.compile`` compiles a trainer's whole step (`compile_step`) rather than its networks: not
+    under torchrun (DDP needs backward), not with fp16 (the loss scaler steps on the host), and not for a step that
+    reads a tensor's value on the host (``capturable`` False)."""
+    return bool(compile) and capturable and not distributed and precision != "fp16"
+
+
+def compile_step(step: Callable[..., Any], device: torch.device, compile: bool | str = True) -> Callable[..., Any]:
     """``torch.compile`` a whole training step as one graph (``fullgraph=True``: a graph break is an error, not a
     silent fallback). Gradients inside it come from ``torch.autograd.grad``, which dynamo traces only with its
     ``trace_autograd_ops`` switch. On CUDA the inductor backend replays the step as a CUDA graph
-    (``mode="reduce-overhead"``). ``backend`` other than ``"inductor"`` (e.g. ``"aot_eager"``) is for tests."""
+    (``mode="reduce-overhead"``). ``compile`` is ``runtime.compile``: True for inductor, or a backend's name
+    (e.g. ``"aot_eager"`` in tests)."""
     import torch._dynamo
 
+    backend = compile if isinstance(compile, str) else "inductor"
     torch._dynamo.config.trace_autograd_ops = True
     mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
     return torch.compile(step, fullgraph=True, backend=backend, mode=mode)

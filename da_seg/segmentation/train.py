@@ -29,6 +29,7 @@ from da_seg.training import (
     adam,
     autocast,
     compile_step,
+    compiles_whole_step,
     grad_scaler,
     optimise,
     prepare_module,
@@ -208,9 +209,7 @@ def train_segmenter(
         torch.set_rng_state(state["torch_rng"])
         start, best = int(state["epoch"]), float(state["best"])
 
-    # runtime.compile compiles the whole step (`compile_step`), except under torchrun and with fp16, where it
-    # compiles the network (as `da_seg.translators.adversarial` does)
-    whole_step = bool(compile) and not dist.distributed and precision != "fp16"
+    whole_step = compiles_whole_step(compile, precision, dist.distributed)  # else the network alone
     model, train_model = prepare_module(model, device, channels_last, bool(compile) and not whole_step)
     if dist.distributed:  # same initial weights (DDP broadcasts rank 0's), different augmentations per rank
         torch.manual_seed(seed + 7919 * dist.rank)
@@ -230,8 +229,8 @@ def train_segmenter(
 
     if whole_step:  # from slice indices to updated weights in one graph (one CUDA graph replay on a GPU), unless
         # the augmentation is a kornia pipeline, which does not trace whole: then it runs before the compiled update
-        traceable, backend = augment.fused or not augment, compile if isinstance(compile, str) else "inductor"
-        compiled = compile_step(step if traceable else learn, device, backend)
+        traceable = augment.fused or not augment
+        compiled = compile_step(step if traceable else learn, device, compile)
         step = compiled if traceable else lambda index: compiled(*augment(*bank.batch(index)))
     batches = _batches(len(bank), global_batch, generator)
     bar = progress_bar(transient=True)

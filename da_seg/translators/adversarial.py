@@ -45,6 +45,7 @@ from da_seg.training import (
     adam,
     autocast,
     compile_step,
+    compiles_whole_step,
     grad_scaler,
     optimise,
     prepare_module,
@@ -212,9 +213,7 @@ class AdversarialTranslator(ABC):
         if workdir is not None and (workdir / "last" / META).exists():
             start = self._resume(workdir / "last", state)
         self.channels_last = channels_last
-        # runtime.compile compiles the whole step; under torchrun (DDP needs backward), with fp16 (the loss scaler
-        # steps on the host) and for a step that is not `capturable` it compiles each network instead
-        whole_step = bool(compile) and self.capturable and not dist.distributed and precision != "fp16"
+        whole_step = compiles_whole_step(compile, precision, dist.distributed, self.capturable)  # else the networks
         for name, net in self.networks.items():
             plain, self._train_nets[name] = prepare_module(net, dev, channels_last, bool(compile) and not whole_step)
             setattr(self, name, plain)
@@ -224,7 +223,7 @@ class AdversarialTranslator(ABC):
             state.adam = {"g": AdamUpdate(opt_g, lr), "d": AdamUpdate(opt_d, lr)}
         step = self.train_step
         if whole_step:
-            step = compile_step(self.train_step, dev, compile if isinstance(compile, str) else "inductor")
+            step = compile_step(self.train_step, dev, compile)
         if dist.distributed:  # same weights (DDP broadcasts rank 0's), different augmentations per rank
             torch.manual_seed(seed + 7919 * dist.rank)
 
