@@ -224,7 +224,7 @@ class Config(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     translator: ComponentSpec = Field(default_factory=lambda: {"name": "cyclegan"})
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
-    baselines: list[Literal["no_adaptation", "oracle", "domain_randomisation", "self_training"]] = Field(
+    baselines: list[Literal["no_adaptation", "oracle", "domain_randomisation", "self_training", "adabn"]] = Field(
         default_factory=lambda: ["no_adaptation", "oracle"]
     )
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)

@@ -30,6 +30,7 @@ METHOD_LABELS = {
     "self_training": "self-training: trained on SynCT and the target images labelled by the SynCT segmenter",
     "joint": "joint: the segmenter a label-aware translator trained on its SynCT",
     "domain_randomisation": "domain randomisation: trained on source images with random intensity remapping",
+    "adabn": "AdaBN: the SynCT segmenter with batch-norm statistics of the unlabelled target images",
 }
 PALETTE = {
     "reference": "#2ca02c",
@@ -39,6 +40,7 @@ PALETTE = {
     "domain_randomisation": "#ff7f0e",
     "joint": "#8c564b",
     "self_training": "#e377c2",
+    "adabn": "#17becf",
 }
 
 

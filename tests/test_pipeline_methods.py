@@ -1,4 +1,4 @@
-"""Methods beyond the paper in the pipeline: the domain_randomisation and self_training baselines, a label-aware
+"""Methods beyond the paper in the pipeline: the domain_randomisation, self_training and adabn baselines, a label-aware
 translator's `joint` segmenter (trained on the training subjects' labels only, usable with `daseg predict`), and
 studies over seeds."""
 
@@ -8,11 +8,13 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from da_seg import load_config
 from da_seg.cli import app
-from da_seg.pipeline import run as run_module
+from da_seg.pipeline import methods as methods_module
 from da_seg.pipeline import run_pipeline
 from da_seg.study import run_study
 from da_seg.translators.shape_cyclegan import ShapeCycleGAN
@@ -36,14 +38,14 @@ def test_label_aware_translator_and_domain_randomisation(tmp_path: Path, tiny_co
 
     monkeypatch.setattr(ShapeCycleGAN, "fit", spy)
     trained: dict[str, int] = {}
-    train = run_module.train_segmenter
+    train = methods_module.train_segmenter
 
     def count(model, cases, settings=None, **options):
         trained[Path(options["workdir"]).parent.name] = len(cases)
         return train(model, cases, settings, **options)
 
-    monkeypatch.setattr(run_module, "train_segmenter", count)
-    baselines = '["no_adaptation", "domain_randomisation", "self_training", "oracle"]'
+    monkeypatch.setattr(methods_module, "train_segmenter", count)
+    baselines = '["no_adaptation", "domain_randomisation", "self_training", "adabn", "oracle"]'
     config = load_config(tiny_config(tmp_path, baselines=baselines), SHAPE)
     result = run_pipeline(config)
 
@@ -55,7 +57,18 @@ def test_label_aware_translator_and_domain_randomisation(tmp_path: Path, tiny_co
         ("joint", "SynCT"),
         ("domain_randomisation", "CT"),
         ("domain_randomisation", "MR"),
+        ("adabn", "CT"),
+        ("adabn", "SynCT"),
     } <= names
+    # self-training learns from the 3 SynCT training subjects plus the 3 pseudo-labelled CTs; AdaBN trains nothing
+    # and differs from the SynCT segmenter only in its batch-norm statistics
+    assert trained["seg_self_training"] == 3 + 3 and "seg_adabn" not in trained
+    synct = load_file(result.run_dir / "seg_synct/model/weights.safetensors")
+    adabn = load_file(result.run_dir / "seg_adabn/model/weights.safetensors")
+    assert synct.keys() == adabn.keys()
+    statistics = {k for k in synct if k.endswith(("running_mean", "running_var"))}
+    assert statistics and all(not torch.equal(synct[k], adabn[k]) for k in statistics)
+    assert all(torch.equal(synct[k], adabn[k]) for k in synct if k not in statistics and "num_batches" not in k)
     report = (result.run_dir / "report.md").read_text()
     assert "`joint`" in report and "`domain_randomisation`" in report
     # the randomised baseline trained with the remappings added after the usual augmentation

@@ -1,6 +1,7 @@
 """The stages of ``daseg run``: data -> translator -> SynCT -> segmenters -> evaluation -> report.
 
-``run.py`` chains the stages (and holds what run, bench and study share: `prepare_upstream`, `train_methods`);
+``run.py`` chains the stages (and holds what run, bench and study share: `prepare_upstream`); ``methods.py``
+trains the methods a run compares (`train_methods`);
 ``dataset.py`` finds and prepares the data; ``stages.py`` keeps the run directory and its resumable stages;
 ``evaluation.py`` scores the methods and gathers the report's tables and panels.
 """
@@ -8,8 +9,10 @@
 from da_seg.api import get_task
 from da_seg.pipeline.dataset import DataFolders, Dataset, domains, prepare_dataset, resolve_data, split_test
 from da_seg.pipeline.evaluation import evaluate_methods, label_map, synct_fidelity, write_metrics
-from da_seg.pipeline.run import Method, RunResult, Upstream, prepare_upstream, run_pipeline, train_methods
+from da_seg.pipeline.methods import train_methods
+from da_seg.pipeline.run import RunResult, prepare_upstream, run_pipeline
 from da_seg.pipeline.stages import Stages, fingerprint, open_run_dir
+from da_seg.pipeline.upstream import Method, Upstream
 
 __all__ = [
     "DataFolders",

@@ -1,0 +1,198 @@
+"""The segmentation methods a run compares, each trained (or adapted) in its own resumable stage.
+
+`train_methods` gives the SynCT-trained segmenter (the paper's method) and the configured baselines: trained on the
+source images as they are or with random intensity remapping, on labelled target images (the oracle), on SynCT plus
+pseudo-labelled target images (self-training), the SynCT segmenter with the target images' batch-norm statistics
+(AdaBN), and the segmenter a label-aware translator trained jointly. Every segmenter of a run, the selection audit's
+included, trains through `fit_segmenter` with the same seed and runtime switches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from da_seg.data import PreparedCase
+from da_seg.distributed import is_main
+from da_seg.pipeline.stages import fingerprint
+from da_seg.pipeline.upstream import SEGMENTER_STAGE_VERSION, SYNCT_TEST, Method, Upstream
+from da_seg.segmentation import (
+    Segmenter,
+    SegmenterEnsemble,
+    TrainedSegmenter,
+    cross_validate,
+    load_segmenter,
+    train_segmenter,
+)
+
+ADABN_STAGE_VERSION = 1
+
+
+def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True, tag: str = "") -> list[Method]:
+    """The SynCT-trained segmenter and, when asked, the no-adaptation and oracle baselines.
+
+    With ``segmentation.folds = k > 1`` each method is cross-validated over all its subjects (the held-out
+    SynCT / MR test set becomes the out-of-fold predictions) and segments the target images with its k models'
+    ensemble.
+    """
+    config, task, dataset = up.config, up.task, up.dataset
+    seg = segmentation or config.segmentation
+    seg_key = seg.model_dump(mode="json", exclude={"randomise", "self_training_rounds"})
+    source = task.source_modality
+    plan = [("synct", SYNCT_TEST, up.synct_train, up.synct_test, SYNCT_TEST, up.synct_key, seg)]
+    if baselines and "no_adaptation" in config.baselines:
+        plan.append(("no_adaptation", source, dataset.source_train, dataset.source_test, source, up.data_key, seg))
+    if baselines and "domain_randomisation" in config.baselines:  # source images, intensities remapped at random
+        randomised = seg.model_copy(update={"augment": [*seg.augment, *seg.randomise]})
+        key = fingerprint(up.data_key, seg.randomise)
+        plan.append(
+            ("domain_randomisation", source, dataset.source_train, dataset.source_test, source, key, randomised)
+        )
+    if baselines and "oracle" in config.baselines and dataset.target_labelled:
+        oracle_key = fingerprint(up.data_key, dataset.stamp("target_labelled"))
+        plan.append(("oracle", task.target_modality, dataset.target_labelled, [], None, oracle_key, seg))
+    methods = []
+    for name, train_on, train, test, test_on, upstream_key, settings in plan:
+        key = fingerprint(upstream_key, seg_key, config.runtime.precision, SEGMENTER_STAGE_VERSION)
+        model, tests = _train(up, f"seg_{name}{tag}", key, settings, train, test)
+        methods.append(Method(name + tag, train_on, model, key, test_on if tests else None, tests))
+    if hasattr(up.translator, "jointly_trained"):
+        methods.append(_joint_method(up, seg, tag))
+    if baselines and "adabn" in config.baselines and dataset.target:
+        methods.append(_adabn_method(up, methods[0], seg, tag))
+    if baselines and "self_training" in config.baselines and dataset.target:
+        methods.append(_self_training_method(up, methods[0], seg, seg_key, tag))
+    return methods
+
+
+def _self_training_method(up: Upstream, teacher: Method, seg: Any, seg_key: Any, tag: str) -> Method:
+    """Self-training (ours to offer; pseudo-labelling as in Zou et al. 2018): the SynCT segmenter labels the
+    unlabelled target images, and a new segmenter trains on the SynCT and those pseudo-labelled target images;
+    each of ``segmentation.self_training_rounds`` rounds takes the previous round's segmenter as its teacher."""
+    for round_ in range(1, seg.self_training_rounds + 1):
+        pseudo = [replace(c, mask=teacher.model.segment(c.image).astype(np.uint8)) for c in up.dataset.target]
+        upstream = fingerprint(teacher.key, up.dataset.stamp("target"), "pseudo-labels")
+        key = fingerprint(upstream, seg_key, up.config.runtime.precision, SEGMENTER_STAGE_VERSION)
+        stage = "seg_self_training" + ("" if round_ == 1 else f"_{round_}") + tag
+        model, tests = _train(up, stage, key, seg, up.synct_train + pseudo, up.synct_test)
+        teacher = Method("self_training" + tag, SYNCT_TEST, model, key, SYNCT_TEST if tests else None, tests)
+    return teacher
+
+
+def _joint_method(up: Upstream, seg: Any, tag: str) -> Method:
+    """The segmenter a label-aware translator trained with its generators (``jointly_trained``), as method
+    ``joint``: saved with the run's target domain and inference defaults, tested on the held-out SynCT."""
+    post = (seg.threshold, seg.largest_component, seg.component_rule, seg.tta_flip)
+    key = fingerprint(up.synct_key, *post, SEGMENTER_STAGE_VERSION)
+
+    def work(folder: Path) -> None:
+        joint = up.translator.jointly_trained()
+        defaults = dict(zip(("threshold", "largest_component", "component_rule", "tta_flip"), post, strict=True))
+        model = TrainedSegmenter(
+            model=joint["model"],
+            spec=joint["spec"],
+            context=joint["context"],
+            classes=joint["classes"],
+            device=up.device,
+            precision=up.config.runtime.precision,
+            domain=up.dataset.target_domain.settings,
+            defaults=defaults,
+        )
+        model.save(folder / "model")
+
+    folder = up.stages.run(f"seg_joint{tag}", key, work)
+    model = load_segmenter(folder / "model", device=up.device)
+    return Method("joint" + tag, SYNCT_TEST, model, key, SYNCT_TEST, [(model, up.synct_test)])
+
+
+def _adabn_method(up: Upstream, synct: Method, seg: Any, tag: str) -> Method:
+    """AdaBN (Li et al. 2016; ours to offer): the SynCT segmenter (each fold's model, with folds) with the
+    batch-norm statistics of the unlabelled target images, taken over shuffled batches through the segmenter's
+    training augmentation (`adapt_batch_norm`)."""
+    from da_seg.augment import build_augmentation
+    from da_seg.segmentation.adaptation import adapt_batch_norm
+
+    key = fingerprint(synct.key, up.dataset.stamp("target"), seg.augment, ADABN_STAGE_VERSION)
+
+    def work(folder: Path) -> None:
+        torch.manual_seed(up.config.seed)
+        images, augment = [c.image for c in up.dataset.target], build_augmentation(seg.augment)
+        model = synct.model
+        if isinstance(model, SegmenterEnsemble):
+            members = [adapt_batch_norm(m, images, augment, seed=up.config.seed) for m in model.members]
+            SegmenterEnsemble(members).save(folder / "model", **model.info)
+        else:
+            adapt_batch_norm(model, images, augment, seed=up.config.seed).save(folder / "model")
+
+    folder = up.stages.run(f"seg_adabn{tag}", key, work)
+    model = load_segmenter(folder / "model", device=up.device)
+    members = model.members if isinstance(model, SegmenterEnsemble) else [model]
+    tests = [(member, cases) for member, (_, cases) in zip(members, synct.tests, strict=False)]
+    return Method("adabn" + tag, SYNCT_TEST, model, key, SYNCT_TEST if tests else None, tests)
+
+
+def _training_options(up: Upstream, progress: bool = True) -> dict[str, Any]:
+    """What every segmenter of a run trains with: seed, runtime switches, and the target domain it will segment,
+    saved with the model so `daseg predict` prepares a raw target image exactly as the run did."""
+    runtime = up.config.runtime
+    return {
+        "device": up.device,
+        "precision": runtime.precision,
+        "seed": up.config.seed,
+        "classes": up.task.classes,
+        "domain": up.dataset.target_domain,
+        "progress": progress,
+        "channels_last": runtime.layout("segmenter"),
+        "compile": runtime.compile,
+    }
+
+
+def fit_segmenter(up: Upstream, seg: Any, cases: list, workdir: Path, progress: bool = True) -> TrainedSegmenter:
+    """Every single segmenter of a run (methods and audit) trains through here: same seed and runtime switches."""
+    return train_segmenter(seg.model, cases, seg, workdir=workdir, **_training_options(up, progress))
+
+
+def _train(
+    up: Upstream, name: str, key: str, seg: Any, train: list[PreparedCase], test: list[PreparedCase]
+) -> tuple[Segmenter, list[tuple[Segmenter, list[PreparedCase]]]]:
+    """Train one method (or cross-validate it) in stage ``name``; returns the model and its in-domain tests."""
+    cases = train + test
+
+    def work(folder: Path) -> None:
+        if seg.folds == 1:
+            model = fit_segmenter(up, seg, [(c.image, c.mask) for c in train], folder / "work")
+            if is_main():
+                model.save(folder / "model")
+            return
+        pairs = [(c.image, c.mask) for c in cases]
+        results = cross_validate(
+            seg.model, pairs, seg, folds=seg.folds, workdir=folder / "work", **_training_options(up)
+        )
+        if not is_main():
+            return
+        members = [TrainedSegmenter.load(r.model_dir, device="cpu") for r in results]
+        folds = [
+            {
+                "fold": r.fold,
+                "train": [cases[j].id for j in r.train_cases],
+                "validation": [cases[j].id for j in r.val_cases],
+                "test": [cases[j].id for j in r.test_cases],
+                "validation_dice": r.val_dice,
+                "test_dice": r.test_dice,
+            }
+            for r in results
+        ]
+        SegmenterEnsemble(members).save(folder / "model", folds=folds)
+
+    folder = up.stages.run(name, key, work, collective=True)
+    model = load_segmenter(folder / "model", device=up.device)
+    if isinstance(model, TrainedSegmenter):
+        return model, [(model, test)] if test else []
+    by_id = {c.id: c for c in cases}
+    folds = model.info["folds"]
+    tests = [(member, [by_id[i] for i in fold["test"]]) for member, fold in zip(model.members, folds, strict=True)]
+    return model, tests if test else []
