@@ -73,7 +73,7 @@ def test_k_fold_from_the_pipeline_selects_on_inner_splits_and_predicts_with_the_
     tmp_path: Path, tiny_config, tiny_phantom_data: Path
 ) -> None:
     overrides = {"segmentation.folds": 2, "segmentation.epochs": 1}
-    config = load_config(tiny_config(tmp_path, "folds", baselines="[]"), overrides)
+    config = load_config(tiny_config(tmp_path, "folds", baselines='["adabn"]'), overrides)
     result = run_pipeline(config)
     meta = json.loads((result.run_dir / "seg_synct/model/meta.json").read_text())
     assert meta["component"] == "segmenter_ensemble" and len(meta["members"]) == 2
@@ -84,8 +84,13 @@ def test_k_fold_from_the_pipeline_selects_on_inner_splits_and_predicts_with_the_
         assert set(fold["train"]).isdisjoint(fold["test"]) and set(fold["train"]).isdisjoint(fold["validation"])
         subjects |= set(fold["test"])
     assert len(subjects) == 4  # every labelled source subject is tested out of fold exactly once
-    synct_rows = [r for r in result.metrics if r["test"] == "SynCT"]
+    synct_rows = [r for r in result.metrics if r["test"] == "SynCT" and r["method"] == "synct"]
     assert sorted(r["case"] for r in synct_rows) == sorted(subjects) and {r["fold"] for r in synct_rows} == {0, 1}
+    # AdaBN adapts each fold's model and keeps the folds: tested out of fold on the same subjects
+    adabn = json.loads((result.run_dir / "seg_adabn/model/meta.json").read_text())
+    assert adabn["component"] == "segmenter_ensemble" and adabn["folds"] == meta["folds"]
+    adabn_rows = [r for r in result.metrics if r["test"] == "SynCT" and r["method"] == "adabn"]
+    assert sorted((r["case"], r["fold"]) for r in adabn_rows) == sorted((r["case"], r["fold"]) for r in synct_rows)
     report = (result.run_dir / "report.md").read_text()
     assert "The paper's test" in report and "Mann-Whitney U" in report and "p = " in report
     assert "Cross-validation folds" in report

@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from da_seg.errors import ConfigError, DataError
-from da_seg.segmentation import TrainedSegmenter, build_segmenter
-from da_seg.segmentation.adaptation import adapt_batch_norm
+from da_seg.segmentation import TrainedSegmenter, adapt_batch_norm, build_segmenter
 
 
 def _conv_bn(seed: int = 0) -> TrainedSegmenter:

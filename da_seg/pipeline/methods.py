@@ -24,6 +24,7 @@ from da_seg.segmentation import (
     Segmenter,
     SegmenterEnsemble,
     TrainedSegmenter,
+    adapt_batch_norm,
     cross_validate,
     load_segmenter,
     train_segmenter,
@@ -114,7 +115,6 @@ def _adabn_method(up: Upstream, synct: Method, seg: Any, tag: str) -> Method:
     batch-norm statistics of the unlabelled target images, taken over shuffled batches through the segmenter's
     training augmentation (`adapt_batch_norm`)."""
     from da_seg.augment import build_augmentation
-    from da_seg.segmentation.adaptation import adapt_batch_norm
 
     key = fingerprint(synct.key, up.dataset.stamp("target"), seg.augment, ADABN_STAGE_VERSION)
 

@@ -12,8 +12,11 @@ channel per structure (label ``k`` is channel ``k - 1``, one-vs-rest, so the sam
 takes the most probable structure when its probability reaches the threshold. With ``multiclass = "softmax"`` the
 network has ``K + 1`` channels (background first), is trained with a softmax loss (``ce``, ``softmax_dice``,
 ``ce_dice``) on one-hot targets, and a voxel takes the argmax class.
+
+`adapt_batch_norm` adapts a trained segmenter to unlabelled target images without training (AdaBN).
 """
 
+from da_seg.segmentation.adaptation import adapt_batch_norm
 from da_seg.segmentation.inference import (
     COMPONENT,
     ENSEMBLE,
@@ -47,6 +50,7 @@ __all__ = [
     "Segmenter",
     "SegmenterEnsemble",
     "TrainedSegmenter",
+    "adapt_batch_norm",
     "build_segmenter",
     "cross_validate",
     "fold_indices",
