@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from da_seg.errors import ConfigError
 
@@ -138,6 +138,19 @@ class SegmentationConfig(Strict):
     @classmethod
     def _aug_names(cls, v: Any) -> Any:
         return [_needs_name(a) for a in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _tta_flip_needs_flipped_training(self) -> SegmentationConfig:
+        """A segmenter never shown mirrored images predicts nonsense on them where anatomy is lateralised (the
+        cardiac phantom's mean Dice fell from 0.58 to 0.13 with ``tta_flip``): refuse the combination."""
+        flips = any(a.get("name") == "flip" and a.get("horizontal", True) for a in self.augment)
+        if self.tta_flip and not flips:
+            raise ValueError(
+                "tta_flip averages with the prediction on the left-right mirrored image, but segmentation.augment "
+                "has no left-right flip, so the segmenter never saw mirrored images (on lateralised anatomy, e.g. "
+                'the heart, the mirrored prediction is wrong); add { name = "flip" } to augment or drop tta_flip'
+            )
+        return self
 
 
 class RuntimeConfig(Strict):

@@ -41,6 +41,14 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
         ('task = "t"\n[segmentation]\nmodel = { base = 8 }\n', "needs a 'name' key"),
         ('task = "t"\n[runtime]\nprecision = "fp8"\n', "key 'runtime.precision' = 'fp8'"),
         ('task = "t"\nbaselines = ["oracel"]\n', "key 'baselines.0' = 'oracel'"),
+        (
+            'task = "t"\n[segmentation]\ntta_flip = true\naugment = [{ name = "rotation" }]\n',
+            "key 'segmentation' = .*the segmenter never saw mirrored images",
+        ),
+        (
+            'task = "t"\n[segmentation]\ntta_flip = true\naugment = [{ name = "flip", horizontal = false }]\n',
+            "has no left-right flip",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
