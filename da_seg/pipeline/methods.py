@@ -34,7 +34,8 @@ ADABN_STAGE_VERSION = 1
 
 
 def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True, tag: str = "") -> list[Method]:
-    """The SynCT-trained segmenter and, when asked, the no-adaptation and oracle baselines.
+    """The SynCT-trained segmenter and the configured baselines, in this order: no_adaptation,
+    domain_randomisation, oracle, the translator's ``joint`` segmenter (when it has one), adabn, self_training.
 
     With ``segmentation.folds = k > 1`` each method is cross-validated over all its subjects (the held-out
     SynCT / MR test set becomes the out-of-fold predictions) and segments the target images with its k models'

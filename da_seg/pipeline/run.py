@@ -46,9 +46,7 @@ from da_seg.pipeline.upstream import (
     Upstream,
 )
 from da_seg.registry import TRANSLATORS
-from da_seg.segmentation import (
-    TrainedSegmenter,
-)
+from da_seg.segmentation import TrainedSegmenter
 from da_seg.task import Task
 from da_seg.threads import apply_threads
 from da_seg.training import resolve_device, resolve_precision, seed_everything, set_deterministic
