@@ -139,6 +139,11 @@ class SegmentationConfig(Strict):
     def _aug_names(cls, v: Any) -> Any:
         return [_needs_name(a) for a in v] if isinstance(v, list) else v
 
+    def inference_defaults(self) -> dict[str, Any]:
+        """What a trained segmenter saves as its inference defaults (`TrainedSegmenter.defaults`)."""
+        keys = ("threshold", "largest_component", "component_rule", "tta_flip")
+        return {k: getattr(self, k) for k in keys}
+
     @model_validator(mode="after")
     def _tta_flip_needs_flipped_training(self) -> SegmentationConfig:
         """A segmenter never shown mirrored images predicts nonsense on them where anatomy is lateralised (the

@@ -88,12 +88,11 @@ def _self_training_method(up: Upstream, teacher: Method, seg: Any, seg_key: Any,
 def _joint_method(up: Upstream, seg: Any, tag: str) -> Method:
     """The segmenter a label-aware translator trained with its generators (``jointly_trained``), as method
     ``joint``: saved with the run's target domain and inference defaults, tested on the held-out SynCT."""
-    post = (seg.threshold, seg.largest_component, seg.component_rule, seg.tta_flip)
-    key = fingerprint(up.synct_key, *post, SEGMENTER_STAGE_VERSION)
+    defaults = seg.inference_defaults()
+    key = fingerprint(up.synct_key, *defaults.values(), SEGMENTER_STAGE_VERSION)
 
     def work(folder: Path) -> None:
         joint = up.translator.jointly_trained()
-        defaults = dict(zip(("threshold", "largest_component", "component_rule", "tta_flip"), post, strict=True))
         model = TrainedSegmenter(
             model=joint["model"],
             spec=joint["spec"],

@@ -59,6 +59,7 @@ def adapt_batch_norm(
             "this segmenter has no batch-norm layer to adapt (instance norm adapts per image already); "
             "drop the 'adabn' baseline or use norm = 'batch'"
         )
+    momenta = [norm.momentum for norm in norms]
     model.eval()
     for norm in norms:
         norm.reset_running_stats()
@@ -74,7 +75,7 @@ def adapt_batch_norm(
             x, _ = augment(x)
         with autocast(device, segmenter.precision):
             model(to_layout(x, segmenter.channels_last))
-    for norm in norms:
-        norm.momentum = 0.1
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
     model.eval()
     return replace(segmenter, model=model, info={**segmenter.info, "adapted_batch_norm": len(images)})

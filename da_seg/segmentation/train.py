@@ -181,12 +181,7 @@ def train_segmenter(
         precision=precision,
         batch_size=settings.batch_size,
         domain=_domain_settings(domain),
-        defaults={
-            "threshold": settings.threshold,
-            "largest_component": settings.largest_component,
-            "component_rule": settings.component_rule,
-            "tta_flip": settings.tta_flip,
-        },
+        defaults=settings.inference_defaults(),
         multiclass=multiclass,
         channels_last=channels_last,
     )
