@@ -242,8 +242,8 @@ class Config(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     translator: ComponentSpec = Field(default_factory=lambda: {"name": "cyclegan"})
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
-    baselines: list[Literal["no_adaptation", "oracle", "domain_randomisation", "self_training", "adabn"]] = Field(
-        default_factory=lambda: ["no_adaptation", "oracle"]
+    baselines: list[Literal["no_adaptation", "oracle", "domain_randomisation", "self_training", "adabn", "two_way"]] = (
+        Field(default_factory=lambda: ["no_adaptation", "oracle"])
     )
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
@@ -256,6 +256,16 @@ class Config(Strict):
         if v is not None and (v in ("", ".", "..") or "/" in v or "\\" in v or "\0" in v):
             raise ValueError(
                 "a run name is a plain folder name (no '/', '\\', '.' or '..'); the run goes to output/name"
+            )
+        return v
+
+    @field_validator("baselines")
+    @classmethod
+    def _two_way_needs_source_segmenter(cls, v: list[str]) -> list[str]:
+        if "two_way" in v and "no_adaptation" not in v:
+            raise ValueError(
+                "the two_way baseline averages the SynCT segmenter with the segmenter trained on the source images "
+                '(the no_adaptation baseline); add "no_adaptation" to baselines'
             )
         return v
 

@@ -31,6 +31,7 @@ METHOD_LABELS = {
     "joint": "joint: the segmenter a label-aware translator trained on its SynCT",
     "domain_randomisation": "domain randomisation: trained on source images with random intensity remapping",
     "adabn": "AdaBN: the SynCT segmenter with batch-norm statistics of the unlabelled target images",
+    "two_way": "two-way: the SynCT segmenter averaged with the source segmenter on target images translated back",
 }
 PALETTE = {
     "reference": "#2ca02c",
@@ -41,6 +42,7 @@ PALETTE = {
     "joint": "#8c564b",
     "self_training": "#e377c2",
     "adabn": "#17becf",
+    "two_way": "#bcbd22",
 }
 
 

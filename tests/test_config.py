@@ -49,6 +49,7 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
             'task = "t"\n[segmentation]\ntta_flip = true\naugment = [{ name = "flip", horizontal = false }]\n',
             "has no left-right flip",
         ),
+        ('task = "t"\nbaselines = ["two_way"]\n', 'add "no_adaptation" to baselines'),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -111,3 +112,10 @@ def test_shipped_examples_validate(path: Path) -> None:
             validate(load_config(spec.base, {**spec.overrides, **variation}))
     else:
         validate(path)
+
+
+def test_two_way_needs_a_translator_that_can_translate_back(tmp_path: Path) -> None:
+    path = write(tmp_path, 'task = "prostate_mr2ct"\nbaselines = ["no_adaptation", "two_way"]\n')
+    validate(path)  # the default cyclegan has an inverse generator
+    with pytest.raises(ConfigError, match="translator: 'cut' cannot translate target images back"):
+        validate(load_config(path, {"translator": {"name": "cut"}}))

@@ -1,6 +1,6 @@
-"""Methods beyond the paper in the pipeline: the domain_randomisation, self_training and adabn baselines, a label-aware
-translator's `joint` segmenter (trained on the training subjects' labels only, usable with `daseg predict`), and
-studies over seeds."""
+"""Methods beyond the paper in the pipeline: the domain_randomisation, self_training, adabn and two_way baselines, a
+label-aware translator's `joint` segmenter (trained on the training subjects' labels only, usable with `daseg
+predict`), and studies over seeds."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_label_aware_translator_and_domain_randomisation(tmp_path: Path, tiny_co
         return train(model, cases, settings, **options)
 
     monkeypatch.setattr(methods_module, "train_segmenter", count)
-    baselines = '["no_adaptation", "domain_randomisation", "self_training", "adabn", "oracle"]'
+    baselines = '["no_adaptation", "domain_randomisation", "self_training", "adabn", "two_way", "oracle"]'
     config = load_config(tiny_config(tmp_path, baselines=baselines), SHAPE)
     result = run_pipeline(config)
 
@@ -59,10 +59,11 @@ def test_label_aware_translator_and_domain_randomisation(tmp_path: Path, tiny_co
         ("domain_randomisation", "MR"),
         ("adabn", "CT"),
         ("adabn", "SynCT"),
+        ("two_way", "CT"),
     } <= names
     # self-training learns from the 3 SynCT training subjects plus the 3 pseudo-labelled CTs; AdaBN trains nothing
     # and differs from the SynCT segmenter only in its batch-norm statistics
-    assert trained["seg_self_training"] == 3 + 3 and "seg_adabn" not in trained
+    assert trained["seg_self_training"] == 3 + 3 and "seg_adabn" not in trained and "seg_two_way" not in trained
     synct = load_file(result.run_dir / "seg_synct/model/weights.safetensors")
     adabn = load_file(result.run_dir / "seg_adabn/model/weights.safetensors")
     assert synct.keys() == adabn.keys()
@@ -75,15 +76,16 @@ def test_label_aware_translator_and_domain_randomisation(tmp_path: Path, tiny_co
     meta = (result.run_dir / "config.json").read_text()
     assert '"randomise"' in meta
 
-    # the joint segmenter is a model folder like any other: `daseg predict` reproduces the run's mask
-    ct = next((result.run_dir / "predictions" / "joint").glob("*.nii.gz"))
-    image = next(Path(config.data.phantom.cache).rglob(f"images/{ct.name}"))
-    out = tmp_path / "again.nii.gz"
-    answer = CliRunner().invoke(
-        app, ["predict", "--model", str(result.run_dir / "seg_joint/model"), str(image), "-o", str(out)]
-    )
-    assert answer.exit_code == 0, answer.output
-    assert np.array_equal(read_volume(out).array, read_volume(ct).array)
+    # the joint segmenter and the two-way pair are model folders like any other: `daseg predict` reproduces the
+    # run's masks
+    for method in ("joint", "two_way"):
+        ct = next((result.run_dir / "predictions" / method).glob("*.nii.gz"))
+        image = next(Path(config.data.phantom.cache).rglob(f"images/{ct.name}"))
+        out = tmp_path / f"{method}.nii.gz"
+        model = str(result.run_dir / f"seg_{method}/model")
+        answer = CliRunner().invoke(app, ["predict", "--model", model, str(image), "-o", str(out)])
+        assert answer.exit_code == 0, answer.output
+        assert np.array_equal(read_volume(out).array, read_volume(ct).array)
 
 
 def test_study_over_seeds_with_baselines(tmp_path: Path, tiny_config) -> None:

@@ -3,7 +3,8 @@
 `train_methods` gives the SynCT-trained segmenter (the paper's method) and the configured baselines: trained on the
 source images as they are or with random intensity remapping, on labelled target images (the oracle), on SynCT plus
 pseudo-labelled target images (self-training), the SynCT segmenter with the target images' batch-norm statistics
-(AdaBN), and the segmenter a label-aware translator trained jointly. Every segmenter of a run, the selection audit's
+(AdaBN), the SynCT segmenter averaged with the source segmenter applied through the translator's inverse
+(two-way), and the segmenter a label-aware translator trained jointly. Every segmenter of a run, the selection audit's
 included, trains through `fit_segmenter` with the same seed and runtime switches.
 """
 
@@ -24,6 +25,7 @@ from da_seg.segmentation import (
     Segmenter,
     SegmenterEnsemble,
     TrainedSegmenter,
+    TwoWaySegmenter,
     adapt_batch_norm,
     cross_validate,
     load_segmenter,
@@ -31,11 +33,13 @@ from da_seg.segmentation import (
 )
 
 ADABN_STAGE_VERSION = 1
+TWO_WAY_STAGE_VERSION = 1
 
 
 def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True, tag: str = "") -> list[Method]:
     """The SynCT-trained segmenter and the configured baselines, in this order: no_adaptation,
-    domain_randomisation, oracle, the translator's ``joint`` segmenter (when it has one), adabn, self_training.
+    domain_randomisation, oracle, the translator's ``joint`` segmenter (when it has one), adabn, self_training,
+    two_way.
 
     With ``segmentation.folds = k > 1`` each method is cross-validated over all its subjects (the held-out
     SynCT / MR test set becomes the out-of-fold predictions) and segments the target images with its k models'
@@ -68,6 +72,9 @@ def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True
         methods.append(_adabn_method(up, methods[0], seg, tag))
     if baselines and "self_training" in config.baselines and dataset.target:
         methods.append(_self_training_method(up, methods[0], seg, seg_key, tag))
+    if baselines and "two_way" in config.baselines:
+        source_model = next(m for m in methods if m.name == "no_adaptation" + tag)
+        methods.append(_two_way_method(up, methods[0], source_model, tag))
     return methods
 
 
@@ -133,6 +140,19 @@ def _adabn_method(up: Upstream, synct: Method, seg: Any, tag: str) -> Method:
     members = model.members if isinstance(model, SegmenterEnsemble) else [model]
     tests = [(member, cases) for member, (_, cases) in zip(members, synct.tests, strict=False)]
     return Method("adabn" + tag, SYNCT_TEST, model, key, SYNCT_TEST if tests else None, tests)
+
+
+def _two_way_method(up: Upstream, target: Method, source: Method, tag: str) -> Method:
+    """Two-way (ours to offer): the SynCT segmenter on the real target image averaged with the source-trained
+    segmenter on the image translated back by the translator's inverse (`TwoWaySegmenter`); trains nothing."""
+    key = fingerprint(target.key, source.key, up.synct_key, TWO_WAY_STAGE_VERSION)
+
+    def work(folder: Path) -> None:
+        TwoWaySegmenter(target.model, source.model, up.translator).save(folder / "model")
+
+    folder = up.stages.run(f"seg_two_way{tag}", key, work)
+    model = load_segmenter(folder / "model", device=up.device)
+    return Method("two_way" + tag, f"{target.train_on} + {source.train_on}", model, key, None, [])
 
 
 def _training_options(up: Upstream, progress: bool = True) -> dict[str, Any]:

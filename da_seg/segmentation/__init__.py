@@ -14,6 +14,7 @@ network has ``K + 1`` channels (background first), is trained with a softmax los
 ``ce_dice``) on one-hot targets, and a voxel takes the argmax class.
 
 `adapt_batch_norm` adapts a trained segmenter to unlabelled target images without training (AdaBN).
+`TwoWaySegmenter` averages a target-domain segmenter with a source-domain one applied through the translator's inverse.
 """
 
 from da_seg.segmentation.adaptation import adapt_batch_norm
@@ -25,13 +26,12 @@ from da_seg.segmentation.inference import (
     SegmenterEnsemble,
     TrainedSegmenter,
     build_segmenter,
-    largest_components,
     load_segmenter,
     model_domain,
     predict,
     predict_file,
-    probabilities_to_labels,
 )
+from da_seg.segmentation.postprocess import COMPONENT_RULES, largest_components, probabilities_to_labels
 from da_seg.segmentation.train import (
     FoldResult,
     cross_validate,
@@ -41,15 +41,19 @@ from da_seg.segmentation.train import (
     train_segmenter,
     validation_dice,
 )
+from da_seg.segmentation.two_way import TWO_WAY, TwoWaySegmenter
 
 __all__ = [
     "COMPONENT",
+    "COMPONENT_RULES",
     "ENSEMBLE",
+    "TWO_WAY",
     "Case",
     "FoldResult",
     "Segmenter",
     "SegmenterEnsemble",
     "TrainedSegmenter",
+    "TwoWaySegmenter",
     "adapt_batch_norm",
     "build_segmenter",
     "cross_validate",

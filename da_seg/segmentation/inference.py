@@ -1,5 +1,5 @@
-"""Applying a trained segmenter: `TrainedSegmenter` (load, predict probabilities, segment into labels),
-post-processing, and whole files or folders (`predict_file`, `predict`). See `da_seg.segmentation`."""
+"""Applying a trained segmenter: `TrainedSegmenter` (load, predict probabilities, segment into labels), ensembles,
+and whole files or folders (`predict_file`, `predict`). See `da_seg.segmentation`."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch import Tensor, nn
 
 from da_seg.checkpoints import load_checkpoint, save_checkpoint
 from da_seg.errors import ConfigError, DataError
 from da_seg.files import read_json
 from da_seg.registry import SEGMENTERS
+from da_seg.segmentation.postprocess import probabilities_to_labels
 from da_seg.slices import neighbour_index
 from da_seg.training import autocast, resolve_device, to_layout
 
@@ -263,8 +263,8 @@ class SegmenterEnsemble(_Segments):
         return ensemble
 
 
-Segmenter = TrainedSegmenter | SegmenterEnsemble
-"""What `predict_file` applies: one trained model or a cross-validation ensemble."""
+Segmenter = _Segments
+"""What `predict_file` applies: one trained model, a cross-validation ensemble or a two-way pair (`TwoWaySegmenter`)."""
 
 
 def load_segmenter(
@@ -273,77 +273,22 @@ def load_segmenter(
     precision: str | None = None,
     channels_last: bool | None = None,
 ) -> Segmenter:
-    """A trained segmenter folder, single model or ensemble (told apart by meta.json's ``component``)."""
+    """A trained segmenter folder: single model, ensemble or two-way pair (told apart by meta.json's ``component``)."""
     directory = Path(directory)
     if not (directory / "meta.json").is_file():
         raise DataError(
             f"{directory}: not a model folder (no meta.json); pass a run's model folder, e.g. runs/NAME/seg_synct/model"
         )
-    if read_json(directory / "meta.json").get("component") == ENSEMBLE:
-        return SegmenterEnsemble.load(directory, device, precision, channels_last)
-    return TrainedSegmenter.load(directory, device, precision, channels_last)
+    from da_seg.segmentation.two_way import TWO_WAY, TwoWaySegmenter  # it builds on this module
+
+    component = read_json(directory / "meta.json").get("component")
+    kind = {ENSEMBLE: SegmenterEnsemble, TWO_WAY: TwoWaySegmenter}.get(component, TrainedSegmenter)
+    return kind.load(directory, device, precision, channels_last)
 
 
 def _spec_name(spec: Any) -> str:
     """The registered name in a component spec (``"name"`` or ``{"name": "name", ...}``)."""
     return str(spec.get("name") if isinstance(spec, Mapping) else spec)
-
-
-def largest_components(labels: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
-    """Keep one 26-connected 3D component of each label (removes isolated false positives): the largest, or with
-    ``probabilities`` (as `probabilities_to_labels` takes them) the one with the highest mean probability.
-
-    The second rule is ours (``segmentation.component_rule = "most_confident"``): on the prostate phantom a
-    SynCT-trained network sometimes marks a larger false region beside the organ with less confidence, and keeping
-    the largest then throws the organ away (Dice 0; benchmarks/RESULTS.md).
-    """
-    out = np.zeros_like(labels)
-    structure = ndimage.generate_binary_structure(labels.ndim, labels.ndim)
-    for value in np.unique(labels):
-        if value == 0:
-            continue
-        components, n = ndimage.label(labels == value, structure=structure)
-        if n == 0:
-            continue
-        if probabilities is None:
-            scores = np.bincount(components.ravel())[1:]
-        else:
-            prob = probabilities if probabilities.ndim == labels.ndim else probabilities[value - 1]
-            scores = ndimage.mean(prob, components, np.arange(1, n + 1))
-        out[components == int(np.argmax(scores)) + 1] = value
-    return out
-
-
-COMPONENT_RULES = ("largest", "most_confident")
-
-
-def probabilities_to_labels(
-    probabilities: np.ndarray,
-    threshold: float = 0.5,
-    largest_component: bool = True,
-    softmax: bool = False,
-    component_rule: str = "largest",
-) -> np.ndarray:
-    """``(z, H, W)`` foreground or ``(K, z, H, W)`` per-structure probabilities -> ``(z, H, W)`` uint8 labels.
-
-    ``softmax``: the probabilities are a softmax's structure channels; the background is what they leave
-    (``1 - sum``) and each voxel takes the argmax class, without a threshold. ``largest_component`` keeps one
-    component per label, chosen by ``component_rule`` (`COMPONENT_RULES`, `largest_components`).
-    """
-    if component_rule not in COMPONENT_RULES:
-        raise ConfigError(f"component_rule '{component_rule}' is not one of {', '.join(COMPONENT_RULES)}")
-    if softmax:
-        structures = probabilities[None] if probabilities.ndim == 3 else probabilities
-        background = 1.0 - structures.sum(0, keepdims=True)
-        labels = np.concatenate([background, structures]).argmax(0).astype(np.uint8)
-    elif probabilities.ndim == 3:
-        labels = (probabilities >= threshold).astype(np.uint8)
-    else:
-        best = probabilities.argmax(0)
-        labels = np.where(probabilities.max(0) >= threshold, best + 1, 0).astype(np.uint8)
-    if not largest_component:
-        return labels
-    return largest_components(labels, probabilities if component_rule == "most_confident" else None)
 
 
 def build_segmenter(

@@ -22,7 +22,7 @@ from da_seg.errors import DataError
 from da_seg.files import read_json
 from da_seg.hookspecs import hookimpl
 from da_seg.registry import TRANSLATORS
-from da_seg.translators.base import META, Translator, check_volume
+from da_seg.translators.base import META, ReversibleTranslator, Translator, check_volume
 
 
 def load_translator(directory: str | Path, device: torch.device | str = "cpu") -> Translator:
@@ -102,4 +102,12 @@ def register_translators(register) -> None:
     register("cut", CUT)
 
 
-__all__ = ["Translator", "check_volume", "load_translator", "save_domains", "translate_file", "translate_files"]
+__all__ = [
+    "ReversibleTranslator",
+    "Translator",
+    "check_volume",
+    "load_translator",
+    "save_domains",
+    "translate_file",
+    "translate_files",
+]

@@ -360,11 +360,16 @@ class AdversarialTranslator(ABC):
             return net(images.to(self.device)).float().clamp(-1, 1)
 
     def translate(self, volume: np.ndarray) -> np.ndarray:
+        return self.translate_volume(volume, "ab")
+
+    def translate_volume(self, volume: np.ndarray, direction: str = "ab") -> np.ndarray:
+        """A whole ``(z, H, W)`` volume through one generator, slice by slice (``"ba"`` needs a ``g_ba``)."""
         array = check_volume(volume)
         stacks = torch.as_tensor(stack_25d(array, self.context))
+        batch = self.config["translate_batch"]
         out = [
-            self.translate_slices(stacks[i : i + self.config["translate_batch"]])[:, self.context].cpu()
-            for i in range(0, len(stacks), self.config["translate_batch"])
+            self.translate_slices(stacks[i : i + batch], direction)[:, self.context].cpu()
+            for i in range(0, len(stacks), batch)
         ]
         return torch.cat(out).numpy().astype(np.float32)
 

@@ -47,6 +47,16 @@ class Translator(Protocol):
         ...
 
 
+@runtime_checkable
+class ReversibleTranslator(Protocol):
+    """A translator that also maps the target domain back to the source (a CycleGAN's second generator); the
+    ``two_way`` method segments real target images through it (`da_seg.segmentation.TwoWaySegmenter`)."""
+
+    def translate_back(self, volume: np.ndarray) -> np.ndarray:
+        """``(z, H, W)`` target-domain volume in [-1, 1] -> ``(z, H, W)`` source-domain volume in [-1, 1]."""
+        ...
+
+
 def check_volume(volume: np.ndarray) -> np.ndarray:
     """A ``(z, H, W)`` float32 array, or a `DataError` saying what arrived instead."""
     array = np.asarray(volume)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -115,6 +116,10 @@ class CycleGAN(AdversarialTranslator):
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         return [*self.g_ab.parameters(), *self.g_ba.parameters()], [*self.d_a.parameters(), *self.d_b.parameters()]
+
+    def translate_back(self, volume: np.ndarray) -> np.ndarray:
+        """A target-domain volume to the source domain (``g_ba``: real CT -> synthetic MR): `ReversibleTranslator`."""
+        return self.translate_volume(volume, "ba")
 
     def loss_weights(self) -> dict[str, float]:
         """Weight of each generator loss term in ``g`` (a subclass adds its own terms' weights)."""
