@@ -8,7 +8,9 @@ averaging its probabilities with the SynCT segmenter's may cancel errors either 
 Post hoc on a finished run or study (every model comes from the cached stages through `train_methods`): for each
 seed, the labelled evaluation CTs are scored (mean Dice over structures, prepared grid, the SynCT model's
 threshold and component rule) by ``synct`` (the paper's method), ``synmr`` (CT -> SynMR -> MR segmenter),
-``synct+synmr`` (mean probability), and the same with ``self_training`` when the run has it.
+``synct+synmr`` (mean probability), and the same with ``self_training`` when the run has it. With ``--teacher``
+it also trains, the pipeline's way, a self-training student on the SynCT plus the CT pseudo-labels of ``synct+synmr``
+(``st_two_way``, and ``st_two_way+synmr``).
 Results: one JSON line per (seed, variant, case) in ``--out``; means on stdout.
 
 Usage:
@@ -29,6 +31,7 @@ import torch
 from da_seg.config import load_config
 from da_seg.metrics.segmentation import dice
 from da_seg.pipeline import Stages, prepare_upstream, train_methods
+from da_seg.pipeline.methods import fit_segmenter
 from da_seg.segmentation import probabilities_to_labels
 from da_seg.slices import stack_25d
 from da_seg.study import load_study
@@ -47,13 +50,22 @@ def mean_dice(labels: np.ndarray, mask: np.ndarray) -> float:
     return float(np.mean([dice(labels == k, mask == k) for k in present]))
 
 
-def score_seed(config, run_dir: Path, keyed: bool, tag: str, seed: int, out) -> None:
+def score_seed(config, run_dir: Path, keyed: bool, tag: str, seed: int, out, teacher: Path | None) -> None:
     up = prepare_upstream(config, Stages(run_dir, resume=True, keyed=keyed))
     models = {m.name.split("@")[0]: m.model for m in train_methods(up, tag=tag)}
     synct = models["synct"]
     rule = synct.defaults.get("component_rule", "largest")
     threshold = synct.defaults.get("threshold", 0.5)
     softmax = synct.multiclass == "softmax"
+
+    def two_way_labels(image: np.ndarray) -> np.ndarray:
+        prob = (synct.predict(image) + models["no_adaptation"].predict(to_source(up.translator, image))) / 2
+        return probabilities_to_labels(prob, threshold, True, softmax, rule)
+
+    if teacher is not None:
+        pseudo = [(c.image, two_way_labels(c.image)) for c in up.dataset.target]
+        cases = [(c.image, c.mask) for c in up.synct_train] + pseudo
+        models["st_two_way"] = fit_segmenter(up, config.segmentation, cases, teacher / f"s{seed}", progress=False)
     scores: dict[str, list[float]] = {}
     for case in up.dataset.evaluation:
         p = {
@@ -64,6 +76,9 @@ def score_seed(config, run_dir: Path, keyed: bool, tag: str, seed: int, out) -> 
         if "self_training" in models:
             p["self_training"] = models["self_training"].predict(case.image)
             p["self_training+synmr"] = (p["self_training"] + p["synmr"]) / 2
+        if "st_two_way" in models:
+            p["st_two_way"] = models["st_two_way"].predict(case.image)
+            p["st_two_way+synmr"] = (p["st_two_way"] + p["synmr"]) / 2
         for name, prob in p.items():
             labels = probabilities_to_labels(prob, threshold, True, softmax, rule)
             score = mean_dice(labels, case.mask)
@@ -81,18 +96,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("two_way.jsonl"))
+    parser.add_argument("--teacher", type=Path, help="train st_two_way students in this folder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with args.out.open("w") as out:
         if not args.study:
             config = load_config(args.config)
-            score_seed(config, args.run_dir or config.output / config.run_name, False, "", config.seed, out)
+            score_seed(
+                config, args.run_dir or config.output / config.run_name, False, "", config.seed, out, args.teacher
+            )
             return
         spec = load_study(args.config)
         variation = spec.variations()[0]
         for seed in args.seeds:
             config = load_config(spec.base, {**spec.overrides, **variation, "seed": seed, "name": spec.name})
-            score_seed(config, args.run_dir, True, f"@v0s{seed}", seed, out)
+            score_seed(config, args.run_dir, True, f"@v0s{seed}", seed, out, args.teacher)
 
 
 if __name__ == "__main__":

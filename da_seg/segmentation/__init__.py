@@ -18,6 +18,7 @@ network has ``K + 1`` channels (background first), is trained with a softmax los
 """
 
 from da_seg.segmentation.adaptation import adapt_batch_norm
+from da_seg.segmentation.apply import load_segmenter, model_domain, predict, predict_file
 from da_seg.segmentation.inference import (
     COMPONENT,
     ENSEMBLE,
@@ -26,10 +27,6 @@ from da_seg.segmentation.inference import (
     SegmenterEnsemble,
     TrainedSegmenter,
     build_segmenter,
-    load_segmenter,
-    model_domain,
-    predict,
-    predict_file,
 )
 from da_seg.segmentation.postprocess import COMPONENT_RULES, largest_components, probabilities_to_labels
 from da_seg.segmentation.train import (

@@ -1,5 +1,6 @@
-"""Applying a trained segmenter: `TrainedSegmenter` (load, predict probabilities, segment into labels), ensembles,
-and whole files or folders (`predict_file`, `predict`). See `da_seg.segmentation`."""
+"""Trained segmenters in memory: `TrainedSegmenter` (save, load, predict probabilities, segment into labels) and
+`SegmenterEnsemble` (cross-validation folds as one). Loading any saved folder and applying it to image files:
+`da_seg.segmentation.apply`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from da_seg.checkpoints import load_checkpoint, save_checkpoint
-from da_seg.errors import ConfigError, DataError
+from da_seg.errors import DataError
 from da_seg.files import read_json
 from da_seg.registry import SEGMENTERS
 from da_seg.segmentation.postprocess import probabilities_to_labels
@@ -267,25 +268,6 @@ Segmenter = _Segments
 """What `predict_file` applies: one trained model, a cross-validation ensemble or a two-way pair (`TwoWaySegmenter`)."""
 
 
-def load_segmenter(
-    directory: str | Path,
-    device: str | torch.device = "auto",
-    precision: str | None = None,
-    channels_last: bool | None = None,
-) -> Segmenter:
-    """A trained segmenter folder: single model, ensemble or two-way pair (told apart by meta.json's ``component``)."""
-    directory = Path(directory)
-    if not (directory / "meta.json").is_file():
-        raise DataError(
-            f"{directory}: not a model folder (no meta.json); pass a run's model folder, e.g. runs/NAME/seg_synct/model"
-        )
-    from da_seg.segmentation.two_way import TWO_WAY, TwoWaySegmenter  # it builds on this module
-
-    component = read_json(directory / "meta.json").get("component")
-    kind = {ENSEMBLE: SegmenterEnsemble, TWO_WAY: TwoWaySegmenter}.get(component, TrainedSegmenter)
-    return kind.load(directory, device, precision, channels_last)
-
-
 def _spec_name(spec: Any) -> str:
     """The registered name in a component spec (``"name"`` or ``{"name": "name", ...}``)."""
     return str(spec.get("name") if isinstance(spec, Mapping) else spec)
@@ -297,68 +279,3 @@ def build_segmenter(
     """The registered segmenter ``spec`` with ``2 * context + 1`` input channels and ``classes`` outputs (one more,
     the background, for ``multiclass = "softmax"``)."""
     return SEGMENTERS.build(spec, in_channels=2 * context + 1, classes=classes + (multiclass == "softmax"))
-
-
-# -- whole files ------------------------------------------------------------------------------------------------
-def model_domain(segmenter: Segmenter) -> Any:
-    """The `da_seg.data.Domain` a model was trained in (rebuilt from its meta.json)."""
-    from da_seg.data import Domain
-
-    d = segmenter.domain
-    if not d or "intensity" not in d or not isinstance(d["intensity"], Mapping):
-        raise DataError(
-            "this model has no saved data domain (spacing, size, intensity), so raw images cannot be prepared; "
-            "train it through the pipeline or pass domain= to train_segmenter"
-        )
-    return Domain.from_settings(d)
-
-
-def predict_file(
-    model_dir: str | Path | Segmenter,
-    image_path: str | Path,
-    out_path: str | Path,
-    *,
-    device: str | torch.device = "auto",
-    threshold: float | None = None,
-    largest_component: bool | None = None,
-    tta_flip: bool | None = None,
-) -> Path:
-    """Segment one image file (or DICOM folder) and write the mask on the input's own grid.
-
-    The image is prepared in the model's domain (canonical orientation, spacing, crop/pad, intensity), segmented
-    slice by slice, and the labels are resampled (nearest) back, so the written mask has exactly the input's size,
-    spacing, origin and direction. Unset options take the model's saved defaults.
-    """
-    from da_seg.volume import read_volume, write_volume
-
-    segmenter = model_dir if isinstance(model_dir, _Segments) else load_segmenter(model_dir, device)
-    domain = model_domain(segmenter)
-    volume = read_volume(image_path)
-    case = domain.prepare(volume)
-    labels = segmenter.segment(case.image, threshold, largest_component, tta_flip)
-    restored = domain.restore(labels, case, mask=True)
-    return write_volume(volume.with_array(restored.array.astype(np.uint8)), out_path, mask=True)
-
-
-def predict(
-    model_dir: str | Path,
-    inputs: str | Path,
-    output: str | Path,
-    *,
-    device: str | torch.device = "auto",
-    threshold: float | None = None,
-    largest_component: bool | None = None,
-    tta_flip: bool | None = None,
-) -> list[Path]:
-    """`predict_file` for one image, or for every volume in a folder (masks ``<output>/<case>.nii.gz``).
-
-    ``model_dir`` is a trained segmenter folder: one model or a cross-validation ensemble (`load_segmenter`).
-    """
-    from da_seg.volume import input_output_pairs
-
-    if threshold is not None and not 0.0 < threshold < 1.0:
-        raise ConfigError(f"threshold = {threshold}: must be a probability in (0, 1), e.g. 0.5 (--threshold)")
-    pairs = input_output_pairs(Path(inputs), Path(output))
-    segmenter = load_segmenter(model_dir, device)
-    options = {"threshold": threshold, "largest_component": largest_component, "tta_flip": tta_flip}
-    return [predict_file(segmenter, f, out, **options) for f, out in pairs]

@@ -17,7 +17,7 @@ import torch
 
 from da_seg.errors import ConfigError, DataError
 from da_seg.files import read_json, write_json
-from da_seg.segmentation.inference import Segmenter, load_segmenter
+from da_seg.segmentation.inference import ENSEMBLE, Segmenter, SegmenterEnsemble, TrainedSegmenter
 from da_seg.training import resolve_device
 from da_seg.translators.base import ReversibleTranslator
 
@@ -34,7 +34,7 @@ class TwoWaySegmenter(Segmenter):
         translator: maps target images back to the source domain (`ReversibleTranslator`).
 
     A saved pair is a folder with ``meta.json`` (``component = "two_way_segmenter"``) and the three parts in
-    ``target/``, ``source/`` and ``translator/``; `load_segmenter` reads it back.
+    ``target/``, ``source/`` and ``translator/``; `load_segmenter` (or `load`) reads it back.
     """
 
     def __init__(self, target_model: Segmenter, source_model: Segmenter, translator: ReversibleTranslator) -> None:
@@ -83,7 +83,12 @@ class TwoWaySegmenter(Segmenter):
         directory = Path(directory)
         if read_json(directory / "meta.json").get("component") != TWO_WAY:
             raise DataError(f"{directory}: not a two-way segmenter folder")
-        target, source = (load_segmenter(directory / p, device, precision, channels_last) for p in ("target", "source"))
+        parts = []
+        for part in (directory / "target", directory / "source"):
+            ensemble = read_json(part / "meta.json").get("component") == ENSEMBLE
+            parts.append(
+                (SegmenterEnsemble if ensemble else TrainedSegmenter).load(part, device, precision, channels_last)
+            )
         device = resolve_device(device) if isinstance(device, str) else device
         translator = load_translator(directory / "translator", device=device)
-        return cls(target, source, translator)
+        return cls(*parts, translator)
