@@ -48,7 +48,7 @@ class Translator(Protocol):
 
 
 @runtime_checkable
-class ReversibleTranslator(Protocol):
+class ReversibleTranslator(Translator, Protocol):
     """A translator that also maps the target domain back to the source (a CycleGAN's second generator); the
     ``two_way`` method segments real target images through it (`da_seg.segmentation.TwoWaySegmenter`)."""
 
