@@ -8,14 +8,15 @@ averaging its probabilities with the SynCT segmenter's may cancel errors either 
 Post hoc on a finished run or study (every model comes from the cached stages through `train_methods`): for each
 seed, the labelled evaluation CTs are scored (mean Dice over structures, prepared grid, the SynCT model's
 threshold and component rule) by ``synct`` (the paper's method), ``synmr`` (CT -> SynMR -> MR segmenter),
-``synct+synmr`` (mean probability), and the same with ``self_training`` when the run has it. With ``--teacher``
-it also trains, the pipeline's way, a self-training student on the SynCT plus the CT pseudo-labels of ``synct+synmr``
-(``st_two_way``, and ``st_two_way+synmr``).
+``synct+synmr`` (mean probability, what the ``two_way`` baseline does), ``sqrt(synct*synmr)`` (geometric mean), and
+the same with ``self_training`` when the run has it. With ``--teacher`` it also trains, the pipeline's way, a
+self-training student on the SynCT plus the CT pseudo-labels of ``synct+synmr`` (``st_two_way``, and
+``st_two_way+synmr``).
 Results: one JSON line per (seed, variant, case) in ``--out``; means on stdout.
 
 Usage:
     python benchmarks/two_way_posthoc.py examples/prostate_mr2ct_best.toml [--run-dir runs/prostate_mr2ct]
-    python benchmarks/two_way_posthoc.py benchmarks/studies/prostate_3seeds_confident.toml --study \
+    python benchmarks/two_way_posthoc.py benchmarks/studies/prostate_3seeds_two_way.toml --study \
         --run-dir runs/prostate_3seeds [--seeds 0 1 2] [--out two_way.jsonl]
 """
 
@@ -73,6 +74,7 @@ def score_seed(config, run_dir: Path, keyed: bool, tag: str, seed: int, out, tea
             "synmr": models["no_adaptation"].predict(to_source(up.translator, case.image)),
         }
         p["synct+synmr"] = (p["synct"] + p["synmr"]) / 2
+        p["sqrt(synct*synmr)"] = np.sqrt(p["synct"] * p["synmr"])  # both views must agree
         if "self_training" in models:
             p["self_training"] = models["self_training"].predict(case.image)
             p["self_training+synmr"] = (p["self_training"] + p["synmr"]) / 2
