@@ -22,22 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from adabn_posthoc import mean_dice  # benchmarks/ is on sys.path when this runs as a script
 
 from da_seg.config import load_config
-from da_seg.metrics.segmentation import dice
 from da_seg.pipeline import Stages, prepare_upstream, train_methods
 from da_seg.pipeline.methods import fit_segmenter
 from da_seg.study import load_study
 from da_seg.translators import load_translator
-
-
-def mean_dice(model, cases) -> list[float]:
-    scores = []
-    for case in cases:
-        labels = model.segment(case.image)
-        present = [k for k in np.unique(case.mask) if k > 0]
-        scores.append(float(np.mean([dice(labels == k, case.mask == k) for k in present])))
-    return scores
 
 
 def main() -> None:
