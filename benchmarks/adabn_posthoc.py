@@ -25,12 +25,11 @@ import numpy as np
 import torch
 
 from da_seg.augment import build_augmentation
-from da_seg.config import load_config
 from da_seg.metrics.segmentation import dice
 from da_seg.pipeline import Stages, prepare_upstream, train_methods
 from da_seg.pipeline.methods import fit_segmenter
 from da_seg.segmentation import adapt_batch_norm
-from da_seg.study import load_study
+from da_seg.study import load_study, variation_tag
 
 
 def mean_dice(model, cases) -> list[float]:
@@ -57,11 +56,12 @@ def main() -> None:
     variation = spec.variations()[0]
     with args.out.open("w") as out:
         for seed in args.seeds:
-            config = load_config(spec.base, {**spec.overrides, **variation, "seed": seed, "name": spec.name})
+            config = spec.config(variation, seed)
             up = prepare_upstream(config, Stages(args.run_dir, resume=True, keyed=True))
             targets = [c.image for c in up.dataset.target]
             augment = build_augmentation(config.segmentation.augment)
-            trained = {m.name.split("@")[0]: m.model for m in train_methods(up, tag=f"@v0s{seed}")}  # the study's
+            methods = train_methods(up, tag=variation_tag(0, seed))  # the study's trained models, from its stages
+            trained = {m.name.split("@")[0]: m.model for m in methods}
             variants = {}
             for method in args.methods:
                 model = trained[method]

@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from adabn_posthoc import mean_dice  # benchmarks/ is on sys.path when this runs as a script
 
-from da_seg.config import load_config
 from da_seg.pipeline import Stages, prepare_upstream, train_methods
 from da_seg.pipeline.methods import fit_segmenter
-from da_seg.study import load_study
+from da_seg.study import load_study, variation_tag
 from da_seg.translators import load_translator
 
 
@@ -46,9 +45,9 @@ def main() -> None:
     variation = spec.variations()[0]
     with args.out.open("w") as out:
         for seed in args.seeds:
-            config = load_config(spec.base, {**spec.overrides, **variation, "seed": seed, "name": spec.name})
+            config = spec.config(variation, seed)
             up = prepare_upstream(config, Stages(args.run_dir, resume=True, keyed=True))
-            last = next(m.model for m in train_methods(up, baselines=False, tag=f"@v0s{seed}"))
+            last = next(m.model for m in train_methods(up, baselines=False, tag=variation_tag(0, seed)))
             snapshots = sorted((up.translator_dir / "work").glob("epoch_*"))[-args.last :]
             cases = []
             for snapshot in snapshots:

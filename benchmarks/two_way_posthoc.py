@@ -35,7 +35,7 @@ from da_seg.pipeline import Stages, prepare_upstream, train_methods
 from da_seg.pipeline.methods import fit_segmenter
 from da_seg.segmentation import probabilities_to_labels
 from da_seg.slices import stack_25d
-from da_seg.study import load_study
+from da_seg.study import load_study, variation_tag
 
 
 def to_source(translator, volume: np.ndarray, batch: int = 8) -> np.ndarray:
@@ -111,8 +111,8 @@ def main() -> None:
         spec = load_study(args.config)
         variation = spec.variations()[0]
         for seed in args.seeds:
-            config = load_config(spec.base, {**spec.overrides, **variation, "seed": seed, "name": spec.name})
-            score_seed(config, args.run_dir, True, f"@v0s{seed}", seed, out, args.teacher)
+            config = spec.config(variation, seed)
+            score_seed(config, args.run_dir, True, variation_tag(0, seed), seed, out, args.teacher)
 
 
 if __name__ == "__main__":

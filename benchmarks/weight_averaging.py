@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from da_seg.config import load_config
 from da_seg.metrics.segmentation import dice
 from da_seg.pipeline import Stages, prepare_upstream
 from da_seg.segmentation import train_segmenter
@@ -54,7 +53,7 @@ def main() -> None:
     spec = load_study(args.study)
     (variation,) = spec.variations()[:1]
     for seed in args.seeds or spec.seeds:
-        config = load_config(spec.base, {**spec.overrides, **variation, "seed": seed, "name": spec.name})
+        config = spec.config(variation, seed)
         up = prepare_upstream(config, Stages(args.run_dir, resume=True, keyed=True))
         snapshots = sorted((up.translator_dir / "work").glob("epoch_[0-9][0-9][0-9][0-9]"))
         seg = config.segmentation

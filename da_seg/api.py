@@ -16,7 +16,7 @@ from da_seg.errors import ConfigError
 from da_seg.plugins import load_plugins
 from da_seg.registry import INTENSITIES, LOSSES, SEGMENTERS, TASKS, TRANSLATORS
 from da_seg.task import Task
-from da_seg.translators.base import ReversibleTranslator
+from da_seg.translators.base import require_reversible
 
 
 def as_config(config: Config | str | Path) -> Config:
@@ -60,11 +60,8 @@ def build_components(config: Config | str | Path) -> Components:
         target_intensity = INTENSITIES.build(config.data.target_intensity or task.target_intensity)
     with config_key("translator"):
         translator = TRANSLATORS.build(config.translator)
-        if "two_way" in config.baselines and not isinstance(translator, ReversibleTranslator):
-            raise ConfigError(
-                f"'{config.translator['name']}' cannot translate target images back (no translate_back), which the "
-                "two_way baseline needs; use a translator with an inverse generator (cyclegan, shape_cyclegan)"
-            )
+        if "two_way" in config.baselines:
+            require_reversible(translator)
     with config_key("segmentation.model"):
         segmenter = SEGMENTERS.build(seg.model, in_channels=2 * seg.context + 1, classes=_classes(config, task))
     with config_key("segmentation.loss"):

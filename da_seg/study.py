@@ -161,6 +161,16 @@ class StudySpec:
         keys = list(self.grid)
         return [dict(zip(keys, values, strict=True)) for values in itertools.product(*self.grid.values())]
 
+    def config(self, variation: dict[str, Any], seed: int | None = None) -> Config:
+        """The run config of one variation (and seed): the base file, then ``[set]``, then the variation."""
+        extra = {} if seed is None else {"seed": seed}
+        return load_config(self.base, {**self.overrides, **variation, **extra, "name": self.name})
+
+
+def variation_tag(index: int, seed: int | None) -> str:
+    """The suffix of a variation's stage and method names in the study's run directory (``@v0s1``)."""
+    return f"@v{index}" if seed is None else f"@v{index}s{seed}"
+
 
 def load_study(path: str | Path) -> StudySpec:
     path = Path(path)
@@ -237,8 +247,7 @@ def run_study(path: str | Path, *, resume: bool = False, force: bool = False) ->
     runs = []
     for seed in seeds:
         for i, variation in enumerate(variations):
-            extra = {} if seed is None else {"seed": seed}
-            runs.append((i, load_config(spec.base, {**spec.overrides, **variation, **extra, "name": spec.name})))
+            runs.append((i, spec.config(variation, seed)))
     for _, config in runs:
         validate(config)
     run_dir = open_run_dir(runs[0][1], resume=resume, force=force)
@@ -248,7 +257,7 @@ def run_study(path: str | Path, *, resume: bool = False, force: bool = False) ->
     for i, config in runs:
         stages_i = Stages(run_dir, resume=True, keyed=True)
         up = prepare_upstream(config, stages_i)
-        tag = f"@v{i}" if seeds == [None] else f"@v{i}s{config.seed}"
+        tag = variation_tag(i, None if seeds == [None] else config.seed)
         methods = train_methods(up, baselines=i == 0, tag=tag)
         key = fingerprint([m.key for m in methods], up.dataset.stamp("evaluation"), EVALUATION_STAGE_VERSION)
         out = stages.run(

@@ -145,7 +145,7 @@ def _adabn_method(up: Upstream, synct: Method, seg: Any, tag: str) -> Method:
 def _two_way_method(up: Upstream, target: Method, source: Method, tag: str) -> Method:
     """Two-way (ours to offer): the SynCT segmenter on the real target image averaged with the source-trained
     segmenter on the image translated back by the translator's inverse (`TwoWaySegmenter`); trains nothing."""
-    key = fingerprint(target.key, source.key, up.synct_key, TWO_WAY_STAGE_VERSION)
+    key = fingerprint(target.key, source.key, TWO_WAY_STAGE_VERSION)  # target.key covers the translator
 
     def work(folder: Path) -> None:
         TwoWaySegmenter(target.model, source.model, up.translator).save(folder / "model")

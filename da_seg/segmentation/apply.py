@@ -12,7 +12,7 @@ import torch
 
 from da_seg.errors import ConfigError, DataError
 from da_seg.files import read_json
-from da_seg.segmentation.inference import ENSEMBLE, Segmenter, SegmenterEnsemble, TrainedSegmenter
+from da_seg.segmentation.inference import Segmenter, load_trained
 from da_seg.segmentation.two_way import TWO_WAY, TwoWaySegmenter
 
 
@@ -28,9 +28,9 @@ def load_segmenter(
         raise DataError(
             f"{directory}: not a model folder (no meta.json); pass a run's model folder, e.g. runs/NAME/seg_synct/model"
         )
-    component = read_json(directory / "meta.json").get("component")
-    kind = {ENSEMBLE: SegmenterEnsemble, TWO_WAY: TwoWaySegmenter}.get(component, TrainedSegmenter)
-    return kind.load(directory, device, precision, channels_last)
+    if read_json(directory / "meta.json").get("component") == TWO_WAY:
+        return TwoWaySegmenter.load(directory, device, precision, channels_last)
+    return load_trained(directory, device, precision, channels_last)
 
 
 def model_domain(segmenter: Segmenter) -> Any:

@@ -268,6 +268,17 @@ Segmenter = _Segments
 """What `predict_file` applies: one trained model, a cross-validation ensemble or a two-way pair (`TwoWaySegmenter`)."""
 
 
+def load_trained(
+    directory: Path,
+    device: str | torch.device = "auto",
+    precision: str | None = None,
+    channels_last: bool | None = None,
+) -> TrainedSegmenter | SegmenterEnsemble:
+    """A folder holding one trained model or a cross-validation ensemble (told apart by meta.json's ``component``)."""
+    ensemble = read_json(directory / "meta.json").get("component") == ENSEMBLE
+    return (SegmenterEnsemble if ensemble else TrainedSegmenter).load(directory, device, precision, channels_last)
+
+
 def _spec_name(spec: Any) -> str:
     """The registered name in a component spec (``"name"`` or ``{"name": "name", ...}``)."""
     return str(spec.get("name") if isinstance(spec, Mapping) else spec)

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from da_seg.errors import ConfigError, DataError
+from da_seg.errors import DataError
 from da_seg.files import read_json, write_json
-from da_seg.segmentation.inference import ENSEMBLE, Segmenter, SegmenterEnsemble, TrainedSegmenter
+from da_seg.segmentation.inference import Segmenter, load_trained
 from da_seg.training import resolve_device
-from da_seg.translators.base import ReversibleTranslator
+from da_seg.translators.base import ReversibleTranslator, require_reversible
 
 TWO_WAY = "two_way_segmenter"
 
@@ -38,12 +38,7 @@ class TwoWaySegmenter(Segmenter):
     """
 
     def __init__(self, target_model: Segmenter, source_model: Segmenter, translator: ReversibleTranslator) -> None:
-        if not isinstance(translator, ReversibleTranslator):
-            raise ConfigError(
-                f"translator '{getattr(translator, 'name', type(translator).__name__)}' cannot translate target "
-                "images back to the source domain (no translate_back); the two-way method needs one that can, "
-                "e.g. cyclegan or shape_cyclegan"
-            )
+        require_reversible(translator)
         shapes = [(m.classes, m.multiclass) for m in (target_model, source_model)]
         if shapes[0] != shapes[1]:
             raise DataError(f"the two segmenters predict different structures (classes, multiclass: {shapes})")
@@ -83,12 +78,7 @@ class TwoWaySegmenter(Segmenter):
         directory = Path(directory)
         if read_json(directory / "meta.json").get("component") != TWO_WAY:
             raise DataError(f"{directory}: not a two-way segmenter folder")
-        parts = []
-        for part in (directory / "target", directory / "source"):
-            ensemble = read_json(part / "meta.json").get("component") == ENSEMBLE
-            parts.append(
-                (SegmenterEnsemble if ensemble else TrainedSegmenter).load(part, device, precision, channels_last)
-            )
+        parts = [load_trained(directory / p, device, precision, channels_last) for p in ("target", "source")]
         device = resolve_device(device) if isinstance(device, str) else device
         translator = load_translator(directory / "translator", device=device)
         return cls(*parts, translator)

@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from da_seg.errors import DataError
+from da_seg.errors import ConfigError, DataError
 
 META = "meta.json"
 
@@ -55,6 +55,17 @@ class ReversibleTranslator(Translator, Protocol):
     def translate_back(self, volume: np.ndarray) -> np.ndarray:
         """``(z, H, W)`` target-domain volume in [-1, 1] -> ``(z, H, W)`` source-domain volume in [-1, 1]."""
         ...
+
+
+def require_reversible(translator: object) -> ReversibleTranslator:
+    """``translator`` itself, or a `ConfigError` saying that the two-way method needs a translator with an inverse."""
+    if not isinstance(translator, ReversibleTranslator):
+        name = getattr(translator, "name", type(translator).__name__)
+        raise ConfigError(
+            f"'{name}' cannot translate target images back to the source domain (no translate_back), which the "
+            "two_way method needs; use a translator with an inverse generator (cyclegan, shape_cyclegan)"
+        )
+    return translator
 
 
 def check_volume(volume: np.ndarray) -> np.ndarray:
