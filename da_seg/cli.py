@@ -243,7 +243,10 @@ def predict_cmd(
     threshold: float = typer.Option(None, "--threshold", help="Probability threshold (default: the model's)."),
     tta_flip: bool = typer.Option(None, "--tta-flip/--no-tta-flip", help="Average with the left-right flip."),
     largest_component: bool = typer.Option(
-        None, "--largest-component/--all-components", help="Keep only the largest 3D component of each label."
+        None, "--largest-component/--all-components", help="Keep one 3D component of each label."
+    ),
+    component_rule: str = typer.Option(
+        None, "--component-rule", help="Which component to keep: largest, most_confident (default: the model's)."
     ),
 ) -> None:
     """Segment CT images with a trained segmenter; masks keep each input's size, spacing, origin and direction."""
@@ -258,6 +261,7 @@ def predict_cmd(
         threshold=threshold,
         largest_component=largest_component,
         tta_flip=tta_flip,
+        component_rule=component_rule,
     )
     for path in written:
         console.print(f"[green]wrote[/green] {path}")

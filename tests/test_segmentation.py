@@ -17,6 +17,7 @@ from da_seg.errors import ConfigError, DataError
 from da_seg.metrics.segmentation import dice
 from da_seg.registry import INTENSITIES
 from da_seg.segmentation import (
+    Segmenter,
     TrainedSegmenter,
     cross_validate,
     fold_indices,
@@ -243,6 +244,40 @@ def test_most_confident_component_keeps_the_organ_beside_a_larger_doubtful_regio
     assert binary.sum() == 8 and binary[1, 1, 1] == 1
     with pytest.raises(ConfigError, match="component_rule 'biggest'"):
         probabilities_to_labels(prob, 0.5, component_rule="biggest")
+
+
+class _FixedProbabilities(Segmenter):
+    """A segmenter whose probabilities are given: what `segment` does with them is under test."""
+
+    multiclass = "sigmoid"
+
+    def __init__(self, probabilities: np.ndarray, rule: str) -> None:
+        self.probabilities, self.defaults = probabilities, {"component_rule": rule}
+
+    def predict(self, image: np.ndarray, tta_flip: bool = False) -> np.ndarray:
+        return self.probabilities
+
+
+def test_segment_overrides_the_saved_component_rule() -> None:
+    """A model saved with one rule can be applied with the other (``daseg predict --component-rule``)."""
+    prob = np.zeros((4, 8, 8), np.float32)
+    prob[1:3, 1:3, 1:3] = 0.95  # the organ: 8 voxels, confident
+    prob[0:4, 5:8, 5:8] = 0.6  # a false region: 36 voxels, doubtful
+    model = _FixedProbabilities(prob, rule="largest")
+    assert model.segment(prob).sum() == 36
+    assert model.segment(prob, component_rule="most_confident").sum() == 8
+    assert _FixedProbabilities(prob, "most_confident").segment(prob, component_rule="largest").sum() == 36
+
+
+def test_predict_refuses_an_unknown_component_rule(tmp_path, ct_model) -> None:
+    model_dir, _ = ct_model
+    write_volume(Volume(np.full((6, 20, 24), -100, np.int16)), tmp_path / "ct.nii.gz")
+    args = ["predict", "--model", str(model_dir), str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "m.nii.gz")]
+    bad = CliRunner().invoke(app, [*args, "--component-rule", "biggest"])
+    assert bad.exit_code == 2 and "--component-rule" in bad.output and not (tmp_path / "m.nii.gz").exists()
+    good = CliRunner().invoke(app, [*args, "--component-rule", "most_confident"])
+    assert good.exit_code == 0, good.output
+    assert read_volume(tmp_path / "m.nii.gz").shape == (6, 20, 24)
 
 
 def test_the_component_rule_is_saved_with_the_model(tmp_path) -> None:

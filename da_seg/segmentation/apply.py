@@ -13,6 +13,7 @@ import torch
 from da_seg.errors import ConfigError, DataError
 from da_seg.files import read_json
 from da_seg.segmentation.inference import Segmenter, load_trained
+from da_seg.segmentation.postprocess import COMPONENT_RULES
 from da_seg.segmentation.two_way import TWO_WAY, TwoWaySegmenter
 
 
@@ -55,6 +56,7 @@ def predict_file(
     threshold: float | None = None,
     largest_component: bool | None = None,
     tta_flip: bool | None = None,
+    component_rule: str | None = None,
 ) -> Path:
     """Segment one image file (or DICOM folder) and write the mask on the input's own grid.
 
@@ -68,7 +70,7 @@ def predict_file(
     domain = model_domain(segmenter)
     volume = read_volume(image_path)
     case = domain.prepare(volume)
-    labels = segmenter.segment(case.image, threshold, largest_component, tta_flip)
+    labels = segmenter.segment(case.image, threshold, largest_component, tta_flip, component_rule)
     restored = domain.restore(labels, case, mask=True)
     return write_volume(volume.with_array(restored.array.astype(np.uint8)), out_path, mask=True)
 
@@ -82,6 +84,7 @@ def predict(
     threshold: float | None = None,
     largest_component: bool | None = None,
     tta_flip: bool | None = None,
+    component_rule: str | None = None,
 ) -> list[Path]:
     """`predict_file` for one image, or for every volume in a folder (masks ``<output>/<case>.nii.gz``).
 
@@ -92,7 +95,12 @@ def predict(
 
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise ConfigError(f"threshold = {threshold}: must be a probability in (0, 1), e.g. 0.5 (--threshold)")
+    if component_rule is not None and component_rule not in COMPONENT_RULES:
+        raise ConfigError(
+            f"component rule '{component_rule}' is not one of {', '.join(COMPONENT_RULES)} (--component-rule)"
+        )
     pairs = input_output_pairs(Path(inputs), Path(output))
     segmenter = load_segmenter(model_dir, device)
     options = {"threshold": threshold, "largest_component": largest_component, "tta_flip": tta_flip}
+    options["component_rule"] = component_rule
     return [predict_file(segmenter, f, out, **options) for f, out in pairs]

@@ -44,9 +44,10 @@ class _Segments(ABC):
         threshold: float | None = None,
         largest_component: bool | None = None,
         tta_flip: bool | None = None,
+        component_rule: str | None = None,
     ) -> np.ndarray:
-        """A label map: probability >= ``threshold``, optionally one 3D component of each label (the saved
-        ``component_rule`` says which: the largest, or the most confident).
+        """A label map: probability >= ``threshold``, optionally one 3D component of each label (``component_rule``
+        says which: ``"largest"`` or ``"most_confident"``).
 
         Softmax models take the argmax over background and structures (``threshold`` is not used). Unset arguments
         take the model's saved defaults (0.5, largest component on, no TTA unless trained so).
@@ -57,7 +58,7 @@ class _Segments(ABC):
         threshold = self.defaults.get("threshold", 0.5) if threshold is None else threshold
         lcc = self.defaults.get("largest_component", True) if largest_component is None else largest_component
         tta = self.defaults.get("tta_flip", False) if tta_flip is None else tta_flip
-        rule = self.defaults.get("component_rule", "largest")
+        rule = self.defaults.get("component_rule", "largest") if component_rule is None else component_rule
         probabilities = self.predict(image, tta_flip=tta)
         return probabilities_to_labels(probabilities, threshold, lcc, self.multiclass == "softmax", rule)
 
