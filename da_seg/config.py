@@ -123,6 +123,13 @@ class SegmentationConfig(Strict):
         0.2, gt=0.0, le=0.5, description="share of the training subjects held out for validation (at most half)"
     )
     folds: int = Field(1, ge=1, description="k-fold cross-validation over the source subjects (1: one split)")
+    members: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="ours: each segmenter the mean of this many models trained on the same cases with seeds seed, "
+        "seed+1, ... (other initialisation, validation split, batch order, augmentation); member 0 is the single model",
+    )
     threshold: Probability = 0.5
     tta_flip: bool = False
     largest_component: bool = True
@@ -139,10 +146,24 @@ class SegmentationConfig(Strict):
     def _aug_names(cls, v: Any) -> Any:
         return [_needs_name(a) for a in v] if isinstance(v, list) else v
 
+    def stage_settings(self, exclude: set[str] = frozenset()) -> dict[str, Any]:
+        """The settings a trained segmenter depends on, for stage keys. ``members`` enters only when > 1, so the
+        stages of runs from before it existed keep their keys (``--resume`` redoes nothing)."""
+        return self.model_dump(mode="json", exclude=set(exclude) | ({"members"} if self.members == 1 else set()))
+
     def inference_defaults(self) -> dict[str, Any]:
         """What a trained segmenter saves as its inference defaults (`TrainedSegmenter.defaults`)."""
         keys = ("threshold", "largest_component", "component_rule", "tta_flip")
         return {k: getattr(self, k) for k in keys}
+
+    @model_validator(mode="after")
+    def _folds_or_members(self) -> SegmentationConfig:
+        if self.folds > 1 and self.members > 1:
+            raise ValueError(
+                f"segmentation.folds = {self.folds} and members = {self.members}: both make each segmenter an "
+                "ensemble (of folds, or of seeds on the same cases); choose one"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tta_flip_needs_flipped_training(self) -> SegmentationConfig:

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from da_seg import validate
-from da_seg.config import Config, load_config, parse_config
+from da_seg.config import Config, SegmentationConfig, load_config, parse_config
 from da_seg.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,3 +119,10 @@ def test_two_way_needs_a_translator_that_can_translate_back(tmp_path: Path) -> N
     validate(path)  # the default cyclegan has an inverse generator
     with pytest.raises(ConfigError, match="translator: 'cut' cannot translate target images back"):
         validate(load_config(path, {"translator": {"name": "cut"}}))
+
+
+def test_members_and_folds_are_not_combined_and_members_keep_old_stage_keys() -> None:
+    with pytest.raises(ValueError, match="choose one"):
+        SegmentationConfig(folds=3, members=2)
+    assert "members" not in SegmentationConfig().stage_settings()  # runs from before members keep their keys
+    assert SegmentationConfig(members=3).stage_settings()["members"] == 3

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from da_seg import load_config
 from da_seg.cli import app
 from da_seg.pipeline import run_pipeline
+from da_seg.segmentation import load_segmenter
 from da_seg.volume import read_volume
 
 
@@ -99,6 +101,43 @@ def test_k_fold_from_the_pipeline_selects_on_inner_splits_and_predicts_with_the_
     out = tmp_path / "ensemble_mask.nii.gz"
     model = result.run_dir / "seg_synct/model"
     cli = CliRunner().invoke(app, ["predict", "--model", str(model), str(ct), "-o", str(out)])
+    assert cli.exit_code == 0, cli.output
+    assert np.array_equal(read_volume(out).array, read_volume(result.run_dir / "predictions/synct" / ct.name).array)
+
+
+def test_members_average_models_of_other_seeds_trained_on_the_same_cases(
+    tmp_path: Path, tiny_config, tiny_phantom_data: Path
+) -> None:
+    """``segmentation.members = 2``: each method the mean of two models on the same cases (seeds seed, seed + 1);
+    member 0 is the single model a run without members trains, the pair is tested as one and predicts as one."""
+    runs = {
+        k: run_pipeline(
+            load_config(tiny_config(tmp_path / str(k), "m", baselines='["adabn"]'), {"segmentation.members": k})
+        )
+        for k in (1, 2)
+    }
+    result = runs[2]
+    meta = json.loads((result.run_dir / "seg_synct/model/meta.json").read_text())
+    assert meta["component"] == "segmenter_ensemble" and len(meta["members"]) == 2 and "folds" not in meta
+    pair, single = (
+        load_segmenter(result.run_dir / "seg_synct/model"),
+        load_segmenter(runs[1].run_dir / "seg_synct/model"),
+    )
+    weights = [m.model.state_dict() for m in pair.members]
+    assert all(torch.equal(v, weights[0][k]) for k, v in single.model.state_dict().items())
+    assert not all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
+    rows = {m: [r for r in result.metrics if r["test"] == "SynCT" and r["method"] == m] for m in ("synct", "adabn")}
+    single_rows = [r for r in runs[1].metrics if r["test"] == "SynCT" and r["method"] == "synct"]
+    assert sorted(r["case"] for r in rows["synct"]) == sorted(r["case"] for r in single_rows)  # the held-out set, once
+    assert sorted(r["case"] for r in rows["adabn"]) == sorted(r["case"] for r in single_rows)
+    assert not any("fold" in r for r in rows["synct"] + rows["adabn"])
+    adabn = json.loads((result.run_dir / "seg_adabn/model/meta.json").read_text())
+    assert adabn["component"] == "segmenter_ensemble" and len(adabn["members"]) == 2
+    ct = sorted((tiny_phantom_data / "evaluation/images").glob("*.nii.gz"))[0]
+    out = tmp_path / "members_mask.nii.gz"
+    cli = CliRunner().invoke(
+        app, ["predict", "--model", str(result.run_dir / "seg_synct/model"), str(ct), "-o", str(out)]
+    )
     assert cli.exit_code == 0, cli.output
     assert np.array_equal(read_volume(out).array, read_volume(result.run_dir / "predictions/synct" / ct.name).array)
 

@@ -43,11 +43,12 @@ def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True
 
     With ``segmentation.folds = k > 1`` each method is cross-validated over all its subjects (the held-out
     SynCT / MR test set becomes the out-of-fold predictions) and segments the target images with its k models'
-    ensemble.
+    ensemble; with ``segmentation.members = k > 1`` each method is the mean of k models trained on the same cases
+    with different seeds (tested as one on the held-out set).
     """
     config, task, dataset = up.config, up.task, up.dataset
     seg = segmentation or config.segmentation
-    seg_key = seg.model_dump(mode="json", exclude={"randomise", "self_training_rounds"})
+    seg_key = seg.stage_settings(exclude={"randomise", "self_training_rounds"})
     source = task.source_modality
     plan = [("synct", SYNCT_TEST, up.synct_train, up.synct_test, SYNCT_TEST, up.synct_key, seg)]
     if baselines and "no_adaptation" in config.baselines:
@@ -118,7 +119,7 @@ def _joint_method(up: Upstream, seg: Any, tag: str) -> Method:
 
 
 def _adabn_method(up: Upstream, synct: Method, seg: Any, tag: str) -> Method:
-    """AdaBN (Li et al. 2016; ours to offer): the SynCT segmenter (each fold's model, with folds) with the
+    """AdaBN (Li et al. 2016; ours to offer): the SynCT segmenter (each member of an ensemble) with the
     batch-norm statistics of the unlabelled target images, taken over shuffled batches through the segmenter's
     training augmentation (`adapt_batch_norm`)."""
     from da_seg.augment import build_augmentation
@@ -137,8 +138,10 @@ def _adabn_method(up: Upstream, synct: Method, seg: Any, tag: str) -> Method:
 
     folder = up.stages.run(f"seg_adabn{tag}", key, work)
     model = load_segmenter(folder / "model", device=up.device)
-    members = model.members if isinstance(model, SegmenterEnsemble) else [model]
-    tests = [(member, cases) for member, (_, cases) in zip(members, synct.tests, strict=False)]
+    if isinstance(model, SegmenterEnsemble) and "folds" in model.info:  # each fold's model on its own fold
+        tests = [(member, cases) for member, (_, cases) in zip(model.members, synct.tests, strict=False)]
+    else:
+        tests = [(model, cases) for _, cases in synct.tests]
     return Method("adabn" + tag, SYNCT_TEST, model, key, SYNCT_TEST if tests else None, tests)
 
 
@@ -171,9 +174,14 @@ def _training_options(up: Upstream, progress: bool = True) -> dict[str, Any]:
     }
 
 
-def fit_segmenter(up: Upstream, seg: Any, cases: list, workdir: Path, progress: bool = True) -> TrainedSegmenter:
-    """Every single segmenter of a run (methods and audit) trains through here: same seed and runtime switches."""
-    return train_segmenter(seg.model, cases, seg, workdir=workdir, **_training_options(up, progress))
+def fit_segmenter(
+    up: Upstream, seg: Any, cases: list, workdir: Path, progress: bool = True, member: int = 0
+) -> TrainedSegmenter:
+    """Every single segmenter of a run (methods and audit) trains through here: same seed and runtime switches
+    (member ``i`` of a ``segmentation.members`` ensemble: the run's seed + i)."""
+    options = _training_options(up, progress)
+    options["seed"] += member
+    return train_segmenter(seg.model, cases, seg, workdir=workdir, **options)
 
 
 def _train(
@@ -184,9 +192,10 @@ def _train(
 
     def work(folder: Path) -> None:
         if seg.folds == 1:
-            model = fit_segmenter(up, seg, [(c.image, c.mask) for c in train], folder / "work")
+            pairs = [(c.image, c.mask) for c in train]
+            models = [fit_segmenter(up, seg, pairs, folder / f"work{i or ''}", member=i) for i in range(seg.members)]
             if is_main():
-                model.save(folder / "model")
+                (models[0] if seg.members == 1 else SegmenterEnsemble(models)).save(folder / "model")
             return
         pairs = [(c.image, c.mask) for c in cases]
         results = cross_validate(
@@ -210,7 +219,7 @@ def _train(
 
     folder = up.stages.run(name, key, work, collective=True)
     model = load_segmenter(folder / "model", device=up.device)
-    if isinstance(model, TrainedSegmenter):
+    if isinstance(model, TrainedSegmenter) or "folds" not in model.info:  # one model, or members on the same cases
         return model, [(model, test)] if test else []
     by_id = {c.id: c for c in cases}
     folds = model.info["folds"]

@@ -167,7 +167,7 @@ def audit_sections(up: Upstream, translator_dir: Path) -> list[tuple[str, str, s
             device=up.device,
         ).write(folder)
 
-    key = fingerprint(up.synct_key, seg.model_dump(mode="json"), config.selection.criteria)
+    key = fingerprint(up.synct_key, seg.stage_settings(), config.selection.criteria)
     return [CheckpointAudit.load(up.stages.run("selection_audit", key, work)).section()]
 
 
