@@ -110,15 +110,15 @@ def test_members_average_models_of_other_seeds_trained_on_the_same_cases(
 ) -> None:
     """``segmentation.members = 2``: each method the mean of two models on the same cases (seeds seed, seed + 1);
     member 0 is the single model a run without members trains, the pair is tested as one and predicts as one."""
-    runs = {
-        k: run_pipeline(
-            load_config(tiny_config(tmp_path / str(k), "m", baselines='["adabn"]'), {"segmentation.members": k})
-        )
+    configs = {
+        k: load_config(tiny_config(tmp_path / str(k), "m", baselines='["adabn"]'), {"segmentation.members": k})
         for k in (1, 2)
     }
+    runs = {k: run_pipeline(config) for k, config in configs.items()}
     result = runs[2]
     meta = json.loads((result.run_dir / "seg_synct/model/meta.json").read_text())
-    assert meta["component"] == "segmenter_ensemble" and len(meta["members"]) == 2 and "folds" not in meta
+    assert meta["component"] == "segmenter_ensemble" and meta["members"] == ["member0", "member1"]
+    assert meta["seeds"] == [configs[2].seed, configs[2].seed + 1] and "folds" not in meta
     pair, single = (
         load_segmenter(result.run_dir / "seg_synct/model"),
         load_segmenter(runs[1].run_dir / "seg_synct/model"),

@@ -195,7 +195,12 @@ def _train(
             pairs = [(c.image, c.mask) for c in train]
             models = [fit_segmenter(up, seg, pairs, folder / f"work{i or ''}", member=i) for i in range(seg.members)]
             if is_main():
-                (models[0] if seg.members == 1 else SegmenterEnsemble(models)).save(folder / "model")
+                if seg.members == 1:
+                    models[0].save(folder / "model")
+                else:
+                    SegmenterEnsemble(models).save(
+                        folder / "model", seeds=[up.config.seed + i for i in range(seg.members)]
+                    )
             return
         pairs = [(c.image, c.mask) for c in cases]
         results = cross_validate(

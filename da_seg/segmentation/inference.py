@@ -207,11 +207,12 @@ ENSEMBLE = "segmenter_ensemble"
 
 
 class SegmenterEnsemble(_Segments):
-    """The k models of a cross-validation applied as one: the mean of their probabilities, then the shared
-    threshold and post-processing (nnU-Net's way of predicting with its folds).
+    """The k models of a cross-validation (or k seed members on the same cases) applied as one: the mean of their
+    probabilities, then the shared threshold and post-processing (nnU-Net's way of predicting with its folds).
 
     A saved ensemble is a folder with ``meta.json`` (``component = "segmenter_ensemble"``, the member folders, the
-    data domain and inference defaults) and one `TrainedSegmenter` folder per member (``fold0/``, ``fold1/``, ...).
+    data domain and inference defaults) and one `TrainedSegmenter` folder per member (``fold0/``, ``fold1/``, ...
+    for folds, ``member0/``, ... otherwise).
     """
 
     def __init__(self, members: list[TrainedSegmenter]) -> None:
@@ -234,11 +235,12 @@ class SegmenterEnsemble(_Segments):
         return total / len(self.members)
 
     def save(self, directory: str | Path, **info: Any) -> Path:
-        """Each member in ``directory/fold<i>`` and the ensemble's meta.json (``info`` adds facts, e.g. folds)."""
+        """Each member in ``directory/fold<i>`` (with ``folds`` in ``info``) or ``directory/member<i>``, and the
+        ensemble's meta.json (``info`` adds facts, e.g. folds or seeds)."""
         from da_seg.files import write_json
 
         directory = Path(directory)
-        names = [f"fold{i}" for i in range(len(self.members))]
+        names = [f"{'fold' if 'folds' in info else 'member'}{i}" for i in range(len(self.members))]
         for name, member in zip(names, self.members, strict=True):
             member.save(directory / name)
         meta = {"component": ENSEMBLE, "members": names, "domain": self.domain, "defaults": self.defaults, **info}
