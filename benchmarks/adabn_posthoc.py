@@ -26,10 +26,10 @@ import torch
 
 from da_seg.augment import build_augmentation
 from da_seg.metrics.segmentation import dice
-from da_seg.pipeline import Stages, prepare_upstream, train_methods
+from da_seg.pipeline import train_methods
 from da_seg.pipeline.methods import fit_segmenter
 from da_seg.segmentation import adapt_batch_norm
-from da_seg.study import load_study, variation_tag
+from da_seg.study import load_study, study_run
 
 
 def mean_dice(model, cases) -> list[float]:
@@ -53,14 +53,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = load_study(args.study)
-    variation = spec.variations()[0]
     with args.out.open("w") as out:
         for seed in args.seeds:
-            config = spec.config(variation, seed)
-            up = prepare_upstream(config, Stages(args.run_dir, resume=True, keyed=True))
+            up, tag = study_run(spec, args.run_dir, seed)
+            config = up.config
             targets = [c.image for c in up.dataset.target]
             augment = build_augmentation(config.segmentation.augment)
-            methods = train_methods(up, tag=variation_tag(0, seed))  # the study's trained models, from its stages
+            methods = train_methods(up, tag=tag)  # the study's trained models, from its stages
             trained = {m.name.split("@")[0]: m.model for m in methods}
             variants = {}
             for method in args.methods:

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from adabn_posthoc import mean_dice  # benchmarks/ is on sys.path when this runs as a script
 
-from da_seg.pipeline import Stages, prepare_upstream, train_methods
+from da_seg.pipeline import train_methods
 from da_seg.pipeline.methods import fit_segmenter
-from da_seg.study import load_study, variation_tag
+from da_seg.study import load_study, study_run
 from da_seg.translators import load_translator
 
 
@@ -42,12 +42,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = load_study(args.study)
-    variation = spec.variations()[0]
     with args.out.open("w") as out:
         for seed in args.seeds:
-            config = spec.config(variation, seed)
-            up = prepare_upstream(config, Stages(args.run_dir, resume=True, keyed=True))
-            last = next(m.model for m in train_methods(up, baselines=False, tag=variation_tag(0, seed)))
+            up, tag = study_run(spec, args.run_dir, seed)
+            config = up.config
+            last = next(m.model for m in train_methods(up, baselines=False, tag=tag))
             snapshots = sorted((up.translator_dir / "work").glob("epoch_*"))[-args.last :]
             cases = []
             for snapshot in snapshots:

@@ -35,10 +35,10 @@ import torch
 from scipy import ndimage
 
 from da_seg.metrics.segmentation import dice
-from da_seg.pipeline import Stages, prepare_upstream, train_methods
+from da_seg.pipeline import train_methods
 from da_seg.pipeline.methods import fit_segmenter
 from da_seg.segmentation import probabilities_to_labels
-from da_seg.study import load_study, variation_tag
+from da_seg.study import load_study, study_run
 
 
 def contrast(cases) -> tuple[float, float]:
@@ -89,8 +89,8 @@ def dice_per_case(probabilities: list[np.ndarray], cases, rule: str) -> list[flo
 
 
 def run_seed(args, spec, seed: int, out) -> None:
-    config = spec.config(spec.variations()[0], seed)
-    up = prepare_upstream(config, Stages(args.run_dir, resume=True, keyed=True))
+    up, tag = study_run(spec, args.run_dir, seed)
+    config = up.config
     if args.look == "contrast":
         for name, cases in [("SynCT", up.synct_train), ("CT", up.dataset.evaluation), ("MR", up.dataset.source_train)]:
             gap, spread = contrast(cases)
@@ -99,7 +99,7 @@ def run_seed(args, spec, seed: int, out) -> None:
         if args.figure:
             figure(up, args.figure.with_name(f"{args.figure.stem}_s{seed}{args.figure.suffix}"))
         return
-    synct = {m.name.split("@")[0]: m.model for m in train_methods(up, tag=variation_tag(0, seed))}["synct"]
+    synct = {m.name.split("@")[0]: m.model for m in train_methods(up, tag=tag)}["synct"]
     rule = synct.defaults.get("component_rule", "largest")
     pairs = [(c.image, c.mask) for c in up.synct_train]
     work = args.out.parent / f"{args.out.stem}_s{seed}"

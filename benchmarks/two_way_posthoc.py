@@ -35,7 +35,7 @@ from da_seg.pipeline import Stages, prepare_upstream, train_methods
 from da_seg.pipeline.methods import fit_segmenter
 from da_seg.segmentation import probabilities_to_labels
 from da_seg.slices import stack_25d
-from da_seg.study import load_study, variation_tag
+from da_seg.study import load_study, study_run
 
 
 def to_source(translator, volume: np.ndarray, batch: int = 8) -> np.ndarray:
@@ -51,8 +51,8 @@ def mean_dice(labels: np.ndarray, mask: np.ndarray) -> float:
     return float(np.mean([dice(labels == k, mask == k) for k in present]))
 
 
-def score_seed(config, run_dir: Path, keyed: bool, tag: str, seed: int, out, teacher: Path | None) -> None:
-    up = prepare_upstream(config, Stages(run_dir, resume=True, keyed=keyed))
+def score_seed(up, tag: str, seed: int, out, teacher: Path | None) -> None:
+    config = up.config
     models = {m.name.split("@")[0]: m.model for m in train_methods(up, tag=tag)}
     synct = models["synct"]
     rule = synct.defaults.get("component_rule", "largest")
@@ -104,15 +104,13 @@ def main() -> None:
     with args.out.open("w") as out:
         if not args.study:
             config = load_config(args.config)
-            score_seed(
-                config, args.run_dir or config.output / config.run_name, False, "", config.seed, out, args.teacher
-            )
+            stages = Stages(args.run_dir or config.output / config.run_name, resume=True)
+            score_seed(prepare_upstream(config, stages), "", config.seed, out, args.teacher)
             return
         spec = load_study(args.config)
-        variation = spec.variations()[0]
         for seed in args.seeds:
-            config = spec.config(variation, seed)
-            score_seed(config, args.run_dir, True, variation_tag(0, seed), seed, out, args.teacher)
+            up, tag = study_run(spec, args.run_dir, seed)
+            score_seed(up, tag, seed, out, args.teacher)
 
 
 if __name__ == "__main__":

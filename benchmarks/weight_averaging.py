@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 from da_seg.metrics.segmentation import dice
-from da_seg.pipeline import Stages, prepare_upstream
 from da_seg.segmentation import train_segmenter
-from da_seg.study import load_study
+from da_seg.study import load_study, study_run
 from da_seg.translators import load_translator
 
 
@@ -51,10 +50,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("weight_averaging.jsonl"))
     args = parser.parse_args()
     spec = load_study(args.study)
-    (variation,) = spec.variations()[:1]
     for seed in args.seeds or spec.seeds:
-        config = spec.config(variation, seed)
-        up = prepare_upstream(config, Stages(args.run_dir, resume=True, keyed=True))
+        up, _ = study_run(spec, args.run_dir, seed)
+        config = up.config
         snapshots = sorted((up.translator_dir / "work").glob("epoch_[0-9][0-9][0-9][0-9]"))
         seg = config.segmentation
         variants = {"last": snapshots[-1:], "mean_last3": snapshots[-3:], "mean_last5": snapshots[-5:]}

@@ -22,7 +22,7 @@ from da_seg.config import Config, load_config
 from da_seg.errors import ConfigError
 from da_seg.files import write_json
 from da_seg.pipeline import Stages, evaluate_methods, fingerprint, open_run_dir, prepare_upstream, train_methods
-from da_seg.pipeline.upstream import EVALUATION_STAGE_VERSION, SYNCT_TEST
+from da_seg.pipeline.upstream import EVALUATION_STAGE_VERSION, SYNCT_TEST, Upstream
 from da_seg.stats import compare_methods
 from da_seg.tables import mean_sd, to_markdown, write_csv
 
@@ -170,6 +170,14 @@ class StudySpec:
 def variation_tag(index: int, seed: int | None) -> str:
     """The suffix of a variation's stage and method names in the study's run directory (``@v0s1``)."""
     return f"@v{index}" if seed is None else f"@v{index}s{seed}"
+
+
+def study_run(spec: StudySpec, run_dir: str | Path, seed: int | None, index: int = 0) -> tuple[Upstream, str]:
+    """One run of a finished study, from its cached stages, for analyses after the fact: the `Upstream` (config,
+    data, translator, SynCT) of variation ``index`` at ``seed``, and the tag its methods carry, so that
+    ``train_methods(up, tag=tag)`` reloads the study's trained segmenters instead of training them."""
+    config = spec.config(spec.variations()[index], seed)
+    return prepare_upstream(config, Stages(Path(run_dir), resume=True, keyed=True)), variation_tag(index, seed)
 
 
 def load_study(path: str | Path) -> StudySpec:

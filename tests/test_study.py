@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from da_seg.cli import app
 from da_seg.errors import ConfigError
-from da_seg.study import parse_segmenter, run_study
+from da_seg.pipeline import train_methods
+from da_seg.study import load_study, parse_segmenter, run_study, study_run
 
 
 def test_parse_segmenter() -> None:
@@ -110,3 +111,9 @@ def test_study_2x2_grid_shares_identical_stages(tmp_path: Path, tiny_config) -> 
     assert len(list(result.run_dir.glob("translator-*"))) == 2  # one per cycle loss, shared by both contexts
     assert result.report.exists() and (result.run_dir / "study/fig_study_boxplot.png").exists()
     assert result.table[0]["p_vs_first_holm"] is None and 0.0 <= result.table[1]["p_vs_first_holm"] <= 1.0
+    # a finished study's run, reloaded for analysis after the fact: its models come from the stages, nothing trains
+    stages_before = sorted(p.name for p in result.run_dir.iterdir())
+    up, tag = study_run(load_study(study), result.run_dir, None, index=1)
+    assert tag == "@v1" and (up.config.translator["cycle_loss"], up.config.segmentation.context) == ("mse", 1)
+    assert [m.name for m in train_methods(up, tag=tag)] == ["synct@v1"]
+    assert sorted(p.name for p in result.run_dir.iterdir()) == stages_before
