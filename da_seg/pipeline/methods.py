@@ -138,7 +138,7 @@ def _adabn_method(up: Upstream, synct: Method, seg: Any, tag: str) -> Method:
 
     folder = up.stages.run(f"seg_adabn{tag}", key, work)
     model = load_segmenter(folder / "model", device=up.device)
-    if isinstance(model, SegmenterEnsemble) and "folds" in model.info:  # each fold's model on its own fold
+    if _folds(model):  # each fold's model on its own fold
         tests = [(member, cases) for member, (_, cases) in zip(model.members, synct.tests, strict=False)]
     else:
         tests = [(model, cases) for _, cases in synct.tests]
@@ -224,9 +224,14 @@ def _train(
 
     folder = up.stages.run(name, key, work, collective=True)
     model = load_segmenter(folder / "model", device=up.device)
-    if isinstance(model, TrainedSegmenter) or "folds" not in model.info:  # one model, or members on the same cases
+    folds = _folds(model)
+    if not folds:  # one model, or members on the same cases: tested as one
         return model, [(model, test)] if test else []
     by_id = {c.id: c for c in cases}
-    folds = model.info["folds"]
     tests = [(member, [by_id[i] for i in fold["test"]]) for member, fold in zip(model.members, folds, strict=True)]
     return model, tests if test else []
+
+
+def _folds(model: Segmenter) -> list[dict[str, Any]] | None:
+    """The folds of a cross-validation ensemble (each member has its own test fold); None for one model or members."""
+    return model.info.get("folds") if isinstance(model, SegmenterEnsemble) else None
