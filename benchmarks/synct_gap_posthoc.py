@@ -17,6 +17,10 @@ of updates).
 ``members``: ``--members K`` segmenters on the same SynCT, seeds ``seed * 1000 + i`` (member 0: the study's own
 model), each alone and their running mean probability (``ens2`` ... ``ensK``).
 
+``student``: the study's SynCT segmenter labels the unlabelled CT, and ``segmentation.members`` students train on
+those pseudo-labelled CTs alone (``target_only``; ours to try: self-training's student also sees the SynCT, whose
+organ keeps the MR's zonal pattern), beside the study's ``self_training`` (SynCT + pseudo-labelled CT).
+
 Results: one JSON line per (seed, variant) with the per-case Dice in ``--out``; means on stdout.
 
 Usage:
@@ -37,7 +41,7 @@ from scipy import ndimage
 from da_seg.metrics.segmentation import dice
 from da_seg.pipeline import train_methods
 from da_seg.pipeline.methods import fit_segmenter
-from da_seg.segmentation import probabilities_to_labels
+from da_seg.segmentation import SegmenterEnsemble, probabilities_to_labels
 from da_seg.study import load_study, study_run
 
 
@@ -99,7 +103,8 @@ def run_seed(args, spec, seed: int, out) -> None:
         if args.figure:
             figure(up, args.figure.with_name(f"{args.figure.stem}_s{seed}{args.figure.suffix}"))
         return
-    synct = {m.name.split("@")[0]: m.model for m in train_methods(up, tag=tag)}["synct"]
+    methods = {m.name.split("@")[0]: m.model for m in train_methods(up, tag=tag)}
+    synct = methods["synct"]
     rule = synct.defaults.get("component_rule", "largest")
     pairs = [(c.image, c.mask) for c in up.synct_train]
     work = args.out.parent / f"{args.out.stem}_s{seed}"
@@ -111,6 +116,13 @@ def run_seed(args, spec, seed: int, out) -> None:
             ),
             "duplicated": fit_segmenter(up, config.segmentation, pairs + pairs, work / "d", False),
         }
+    elif args.look == "student":
+        pseudo = [(c.image, synct.segment(c.image).astype(np.uint8)) for c in up.dataset.target]
+        members = [
+            fit_segmenter(up, config.segmentation, pseudo, work / f"t{i}", False, i)
+            for i in range(config.segmentation.members)
+        ]
+        models = {"self_training": methods["self_training"], "synct": synct, "target_only": SegmenterEnsemble(members)}
     else:
         models = {"member0": synct}
         for i in range(1, args.members):  # seeds seed * 1000 + i: this screen ran before `segmentation.members`
@@ -121,7 +133,7 @@ def run_seed(args, spec, seed: int, out) -> None:
         stack = list(probabilities.values())
         for k in range(2, len(stack) + 1):
             probabilities[f"ens{k}"] = [np.mean(ps, 0) for ps in zip(*stack[:k], strict=True)]
-    else:
+    elif args.look == "homogenise":
         probabilities["study synct"] = [synct.predict(c.image) for c in up.dataset.evaluation]
     for name, probs in probabilities.items():
         scores = dice_per_case(probs, up.dataset.evaluation, rule)
@@ -131,7 +143,7 @@ def run_seed(args, spec, seed: int, out) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("look", choices=["contrast", "homogenise", "members"])
+    parser.add_argument("look", choices=["contrast", "homogenise", "members", "student"])
     parser.add_argument("study")
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

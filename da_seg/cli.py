@@ -200,7 +200,7 @@ def bench_cmd(
 
 @command("study")
 def study_cmd(
-    study: Path = typer.Argument(..., help="Study TOML: base config, [grid] of variations."),
+    study: Path = typer.Argument(..., help="Study TOML: base config, \\[grid] of variations."),
     resume: bool = typer.Option(False, "--resume", help="Reuse finished stages of an earlier study."),
     force: bool = typer.Option(False, "--force", help="Start the study directory afresh."),
 ) -> None:

@@ -80,6 +80,19 @@ def test_every_command_is_documented() -> None:
     assert not missing, f"commands missing from docs/cli.md: {missing}"
 
 
+def test_help_keeps_square_brackets() -> None:
+    """Rich reads ``[grid]`` in a help text as markup and drops it (``daseg study --help`` said "base config,  of
+    variations"): every bracketed word of a parameter's help must reach the screen."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    for name, command in commands.items():
+        words = {w for p in command.params for w in re.findall(r"\[[a-z_.]+\]", getattr(p, "help", None) or "")}
+        if words:
+            shown = invoke(name, "--help").stdout
+            assert all(w in shown for w in words), (name, words)
+
+
 def _validate_with_plugin(tmp_path: Path, config_text: str, **hooks):
     """``daseg validate`` on ``config_text`` with an inline plugin implementing ``hooks``, unregistered after."""
     import types
