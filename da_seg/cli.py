@@ -135,7 +135,7 @@ def validate_cmd(config: Path = ConfigArg, set_: list[str] = SetOpt) -> None:
 
     components = validate(load_config(config, parse_overrides(set_)))
     console.print(
-        f"[green]ok[/green] {config}: task '{components.task.name}', "
+        f"[green]ok[/green] {escape(str(config))}: task '{components.task.name}', "
         f"translator {type(components.translator).__name__}, segmenter {type(components.segmenter).__name__}"
     )
 
@@ -152,7 +152,7 @@ def run_cmd(
     from da_seg.pipeline import run_pipeline
 
     result = run_pipeline(load_config(config, parse_overrides(set_)), resume=resume, force=force)
-    console.print(f"[green]done[/green]: report at {result.report}")
+    console.print(f"[green]done[/green]: report at {escape(str(result.report))}")
 
 
 @command("translate")
@@ -167,7 +167,8 @@ def translate_cmd(
     from da_seg.translators import translate_files
 
     written = translate_files(model, inputs, output, device=resolve_device(device, "--device"))
-    console.print(f"[green]wrote[/green] {len(written)} volume(s): {written[0] if len(written) == 1 else output}")
+    shown = escape(str(written[0] if len(written) == 1 else output))
+    console.print(f"[green]wrote[/green] {len(written)} volume(s): {shown}")
 
 
 @command("bench")
@@ -195,7 +196,7 @@ def bench_cmd(
     for row in result.table:
         table.add_row(*["" if row[k] is None else str(row[k]) for k in keys])
     console.print(table)
-    console.print(f"tables in {result.run_dir / 'bench'}")
+    console.print(f"tables in {escape(str(result.run_dir / 'bench'))}")
 
 
 @command("study")
@@ -214,7 +215,7 @@ def study_cmd(
     for row in result.table:
         table.add_row(*["" if v is None else str(v) for v in row.values()])
     console.print(table)
-    console.print(f"report at {result.report}")
+    console.print(f"report at {escape(str(result.report))}")
 
 
 @command("plugins")
@@ -264,7 +265,7 @@ def predict_cmd(
         component_rule=component_rule,
     )
     for path in written:
-        console.print(f"[green]wrote[/green] {path}")
+        console.print(f"[green]wrote[/green] {escape(str(path))}")
 
 
 def add_plugin_commands(target: typer.Typer = app) -> None:

@@ -93,6 +93,16 @@ def test_help_keeps_square_brackets() -> None:
             assert all(w in shown for w in words), (name, words)
 
 
+def test_paths_with_square_brackets_are_printed_whole(tmp_path: Path) -> None:
+    """A user's folder named like ``exp[v2]`` lost its ``[v2]`` in the CLI's own lines (rich markup)."""
+    config = tmp_path / "exp[v2]" / "c.toml"
+    config.parent.mkdir()
+    config.write_text('task = "prostate_mr2ct"\n')
+    result = invoke("validate", str(config))
+    assert result.exit_code == 0, result.output
+    assert "exp[v2]" in result.stdout.replace("\n", "")
+
+
 def _validate_with_plugin(tmp_path: Path, config_text: str, **hooks):
     """``daseg validate`` on ``config_text`` with an inline plugin implementing ``hooks``, unregistered after."""
     import types
