@@ -4,8 +4,10 @@ turned into one line naming the path."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +18,15 @@ from da_seg.errors import DataError
 
 def os_error(err: OSError, path: str | Path) -> DataError | None:
     """A one-line `DataError` for a full disk or a folder that cannot be written, naming the path; else None."""
-    import errno
-
     where = err.filename or path
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return DataError(f"disk full while writing {where}: free some space (or choose another 'output'), then rerun")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
         return DataError(f"cannot write {where} ({err.strerror}): choose a writable 'output' folder")
     return None
+
+
+FULL_DISK_BYTES = 64 * 2**20  # a writer that fails with less free space than this is taken to have hit a full disk
 
 
 @contextlib.contextmanager
@@ -36,6 +39,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except Exception as err:
+        # torch.save and other C++ writers report a full disk as RuntimeError ("unexpected pos ..."), not ENOSPC
+        if not isinstance(err, OSError) and shutil.disk_usage(path.parent).free < FULL_DISK_BYTES:
+            raise OSError(errno.ENOSPC, f"No space left on device ({err})", str(path)) from err
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

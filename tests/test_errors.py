@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from typer.testing import CliRunner
 
 from da_seg.cli import app
@@ -431,6 +432,28 @@ def test_disk_full_inside_a_stage(tmp_path: Path, data, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(np, "save", no_space)
     fails(invoke("run", path), f"disk full while writing {tmp_path / 'runs/run/synct'}")
+
+
+def _torch_save_fails(*args, **kwargs):
+    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3854080 vs 3853968")
+
+
+def test_disk_full_in_torch_save_is_one_line(tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save reports a full disk as a RuntimeError; a run on a full disk printed that traceback."""
+    source, target = data
+    monkeypatch.setattr(torch, "save", _torch_save_fails)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    line = fails(invoke("run", config(tmp_path, source, target)), "disk full while writing", "free some space")
+    assert "state.pt" in line
+
+
+def test_a_writer_error_with_free_space_is_not_called_a_full_disk(tmp_path: Path, monkeypatch) -> None:
+    from da_seg.checkpoints import save_checkpoint
+
+    monkeypatch.setattr(torch, "save", _torch_save_fails)
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        save_checkpoint(tmp_path, {"m": torch.nn.Linear(1, 1)}, {"component": "x"}, state={"step": 1})
+    assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "state.pt").exists()  # no half-written file
 
 
 def test_existing_run_directory_needs_resume_or_force(tmp_path: Path, data) -> None:
