@@ -16,6 +16,7 @@ from da_seg import load_config
 from da_seg.cli import app
 from da_seg.pipeline import methods as methods_module
 from da_seg.pipeline import run_pipeline
+from da_seg.segmentation import load_segmenter
 from da_seg.study import run_study
 from da_seg.translators.shape_cyclegan import ShapeCycleGAN
 from da_seg.volume import read_volume
@@ -107,3 +108,39 @@ def test_study_over_seeds_with_baselines(tmp_path: Path, tiny_config) -> None:
     assert len(list(result.run_dir.glob("seg_oracle*"))) == 2  # once per seed, not once per variation
     text = result.report.read_text()
     assert "Friedman over" in text and "Holm" in text
+
+
+def test_more_self_training_rounds_on_resume_train_only_the_new_round(tmp_path: Path, tiny_config, monkeypatch) -> None:
+    """A user who adds ``self_training_rounds = 2`` and reruns with --resume keeps round 1 (its stage key does not
+    depend on how many rounds follow); round 2 learns from the SynCT and the CTs labelled by round 1, and its model is
+    the method's: `daseg predict` with it writes the run's self_training mask."""
+    trained: list[tuple[str, int]] = []
+    pseudo: list[tuple[np.ndarray, np.ndarray]] = []
+    train = methods_module.train_segmenter
+
+    def count(model, cases, settings=None, **options):
+        trained.append((Path(options["workdir"]).parent.name, len(cases)))
+        pseudo[:] = cases[-3:]
+        return train(model, cases, settings, **options)
+
+    monkeypatch.setattr(methods_module, "train_segmenter", count)
+    path = tiny_config(tmp_path, baselines='["self_training"]')
+    first = run_pipeline(load_config(path, {"segmentation.self_training_rounds": 1}))
+    assert [name for name, _ in trained] == ["seg_synct", "seg_self_training"]
+    round_1 = load_file(first.run_dir / "seg_self_training/model/weights.safetensors")
+
+    trained.clear()
+    config = load_config(path, {"segmentation.self_training_rounds": 2})
+    result = run_pipeline(config, resume=True)
+    assert trained == [("seg_self_training_2", 3 + 3)]  # 3 SynCT training subjects + 3 pseudo-labelled CTs
+    again = load_file(result.run_dir / "seg_self_training/model/weights.safetensors")
+    assert all(torch.equal(round_1[k], again[k]) for k in round_1)
+    teacher = load_segmenter(first.run_dir / "seg_self_training/model")  # round 1 labelled round 2's CTs
+    assert all(np.array_equal(mask, teacher.segment(image)) for image, mask in pseudo)
+    ct = next((result.run_dir / "predictions/self_training").glob("*.nii.gz"))
+    image = next(Path(config.data.phantom.cache).rglob(f"images/{ct.name}"))
+    out = tmp_path / "round2.nii.gz"
+    model = str(result.run_dir / "seg_self_training_2/model")
+    answer = CliRunner().invoke(app, ["predict", "--model", model, str(image), "-o", str(out)])
+    assert answer.exit_code == 0, answer.output
+    assert np.array_equal(read_volume(out).array, read_volume(ct).array)
