@@ -30,15 +30,21 @@ _options = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _plain(value: Any) -> str:
+    """``value`` as text for a rich line, square brackets kept: rich reads ``[v2]`` in a user's ``exp[v2]`` folder or
+    a message as markup and drops it."""
+    return escape(str(value))
+
+
 def _show_warning(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
     """Warnings as one yellow line (``warning: <message>``) instead of Python's two-line source listing."""
-    err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/yellow] {_plain(message)}", highlight=False, soft_wrap=True)
 
 
 def _fail(err: BaseException) -> typer.Exit:
     if _options["debug"]:
         err_console.print(traceback.format_exc(), markup=False, highlight=False)
-    err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {_plain(err)}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -135,7 +141,7 @@ def validate_cmd(config: Path = ConfigArg, set_: list[str] = SetOpt) -> None:
 
     components = validate(load_config(config, parse_overrides(set_)))
     console.print(
-        f"[green]ok[/green] {escape(str(config))}: task '{components.task.name}', "
+        f"[green]ok[/green] {_plain(config)}: task '{components.task.name}', "
         f"translator {type(components.translator).__name__}, segmenter {type(components.segmenter).__name__}"
     )
 
@@ -152,7 +158,7 @@ def run_cmd(
     from da_seg.pipeline import run_pipeline
 
     result = run_pipeline(load_config(config, parse_overrides(set_)), resume=resume, force=force)
-    console.print(f"[green]done[/green]: report at {escape(str(result.report))}")
+    console.print(f"[green]done[/green]: report at {_plain(result.report)}")
 
 
 @command("translate")
@@ -167,8 +173,8 @@ def translate_cmd(
     from da_seg.translators import translate_files
 
     written = translate_files(model, inputs, output, device=resolve_device(device, "--device"))
-    shown = escape(str(written[0] if len(written) == 1 else output))
-    console.print(f"[green]wrote[/green] {len(written)} volume(s): {shown}")
+    shown = written[0] if len(written) == 1 else output
+    console.print(f"[green]wrote[/green] {len(written)} volume(s): {_plain(shown)}")
 
 
 @command("bench")
@@ -196,7 +202,7 @@ def bench_cmd(
     for row in result.table:
         table.add_row(*["" if row[k] is None else str(row[k]) for k in keys])
     console.print(table)
-    console.print(f"tables in {escape(str(result.run_dir / 'bench'))}")
+    console.print(f"tables in {_plain(result.run_dir / 'bench')}")
 
 
 @command("study")
@@ -215,7 +221,7 @@ def study_cmd(
     for row in result.table:
         table.add_row(*["" if v is None else str(v) for v in row.values()])
     console.print(table)
-    console.print(f"report at {escape(str(result.report))}")
+    console.print(f"report at {_plain(result.report)}")
 
 
 @command("plugins")
@@ -265,7 +271,7 @@ def predict_cmd(
         component_rule=component_rule,
     )
     for path in written:
-        console.print(f"[green]wrote[/green] {escape(str(path))}")
+        console.print(f"[green]wrote[/green] {_plain(path)}")
 
 
 def add_plugin_commands(target: typer.Typer = app) -> None:
@@ -276,7 +282,7 @@ def add_plugin_commands(target: typer.Typer = app) -> None:
     try:
         impls = load_plugins().hook.register_commands.get_hookimpls()
     except DasegError as err:  # a broken plugin must not make the CLI unusable
-        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+        err_console.print(f"[red]error:[/red] {_plain(err)}", highlight=False)
         return
     for impl in impls:
         known = len(target.registered_commands)
@@ -286,7 +292,7 @@ def add_plugin_commands(target: typer.Typer = app) -> None:
                 info.callback = handle_errors(info.callback)
         except Exception as err:
             message = f"plugin '{impl.plugin_name}' could not add its commands ({type(err).__name__}: {err})"
-            err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+            err_console.print(f"[yellow]warning:[/yellow] {_plain(message)}", highlight=False)
 
 
 def main() -> None:

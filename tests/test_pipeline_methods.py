@@ -28,6 +28,19 @@ SHAPE = {
 }
 
 
+def _record_training(monkeypatch) -> list[tuple[str, list]]:
+    """Every segmenter the pipeline trains, as (its stage folder's name, its training cases), in order."""
+    training: list[tuple[str, list]] = []
+    train = methods_module.train_segmenter
+
+    def record(model, cases, settings=None, **options):
+        training.append((Path(options["workdir"]).parent.name, list(cases)))
+        return train(model, cases, settings, **options)
+
+    monkeypatch.setattr(methods_module, "train_segmenter", record)
+    return training
+
+
 def test_label_aware_translator_and_domain_randomisation(tmp_path: Path, tiny_config, monkeypatch) -> None:
     seen: dict[str, list] = {}
     fit = ShapeCycleGAN.fit
@@ -38,14 +51,7 @@ def test_label_aware_translator_and_domain_randomisation(tmp_path: Path, tiny_co
         return fit(self, source, target, **options)
 
     monkeypatch.setattr(ShapeCycleGAN, "fit", spy)
-    trained: dict[str, int] = {}
-    train = methods_module.train_segmenter
-
-    def count(model, cases, settings=None, **options):
-        trained[Path(options["workdir"]).parent.name] = len(cases)
-        return train(model, cases, settings, **options)
-
-    monkeypatch.setattr(methods_module, "train_segmenter", count)
+    training = _record_training(monkeypatch)
     baselines = '["no_adaptation", "domain_randomisation", "self_training", "adabn", "two_way", "oracle"]'
     config = load_config(tiny_config(tmp_path, baselines=baselines), SHAPE)
     result = run_pipeline(config)
@@ -64,6 +70,7 @@ def test_label_aware_translator_and_domain_randomisation(tmp_path: Path, tiny_co
     } <= names
     # self-training learns from the 3 SynCT training subjects plus the 3 pseudo-labelled CTs; AdaBN trains nothing
     # and differs from the SynCT segmenter only in its batch-norm statistics
+    trained = {stage: len(cases) for stage, cases in training}
     assert trained["seg_self_training"] == 3 + 3 and "seg_adabn" not in trained and "seg_two_way" not in trained
     synct = load_file(result.run_dir / "seg_synct/model/weights.safetensors")
     adabn = load_file(result.run_dir / "seg_adabn/model/weights.safetensors")
@@ -114,25 +121,18 @@ def test_more_self_training_rounds_on_resume_train_only_the_new_round(tmp_path: 
     """A user who adds ``self_training_rounds = 2`` and reruns with --resume keeps round 1 (its stage key does not
     depend on how many rounds follow); round 2 learns from the SynCT and the CTs labelled by round 1, and its model is
     the method's: `daseg predict` with it writes the run's self_training mask."""
-    trained: list[tuple[str, int]] = []
-    pseudo: list[tuple[np.ndarray, np.ndarray]] = []
-    train = methods_module.train_segmenter
-
-    def count(model, cases, settings=None, **options):
-        trained.append((Path(options["workdir"]).parent.name, len(cases)))
-        pseudo[:] = cases[-3:]
-        return train(model, cases, settings, **options)
-
-    monkeypatch.setattr(methods_module, "train_segmenter", count)
+    training = _record_training(monkeypatch)
     path = tiny_config(tmp_path, baselines='["self_training"]')
     first = run_pipeline(load_config(path, {"segmentation.self_training_rounds": 1}))
-    assert [name for name, _ in trained] == ["seg_synct", "seg_self_training"]
+    assert [stage for stage, _ in training] == ["seg_synct", "seg_self_training"]
     round_1 = load_file(first.run_dir / "seg_self_training/model/weights.safetensors")
 
-    trained.clear()
+    training.clear()
     config = load_config(path, {"segmentation.self_training_rounds": 2})
     result = run_pipeline(config, resume=True)
-    assert trained == [("seg_self_training_2", 3 + 3)]  # 3 SynCT training subjects + 3 pseudo-labelled CTs
+    # 3 SynCT training subjects + 3 pseudo-labelled CTs
+    assert [(stage, len(cases)) for stage, cases in training] == [("seg_self_training_2", 3 + 3)]
+    pseudo = training[0][1][-3:]
     again = load_file(result.run_dir / "seg_self_training/model/weights.safetensors")
     assert all(torch.equal(round_1[k], again[k]) for k in round_1)
     teacher = load_segmenter(first.run_dir / "seg_self_training/model")  # round 1 labelled round 2's CTs
