@@ -236,7 +236,7 @@ def plugins_cmd() -> None:
         table.add_row(row.plugin, row.kind, row.name, row.location)
     console.print(table)
     for name, message in failed_plugins().items():
-        err_console.print(f"[red]failed[/red] plugin '{name}': {message}", highlight=False)
+        err_console.print(f"[red]failed[/red] plugin '{_plain(name)}': {_plain(message)}", highlight=False)
 
 
 @command("predict")

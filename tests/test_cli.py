@@ -178,3 +178,12 @@ def test_validate_expects_the_background_channel_with_softmax(tmp_path: Path) ->
     )
     result = invoke("validate", str(config))
     assert result.exit_code == 0, result.output
+
+
+def test_a_failed_plugins_message_keeps_its_square_brackets(monkeypatch) -> None:
+    """A plugin's error can name a path like ``exp[v2]/plugin.py``; rich took ``[v2]`` as markup."""
+    from da_seg import plugins
+
+    monkeypatch.setattr(plugins, "failed_plugins", lambda: {"bad": "SyntaxError in exp[v2]/plugin.py"})
+    result = invoke("plugins")
+    assert result.exit_code == 0 and "failed plugin 'bad': SyntaxError in exp[v2]/plugin.py" in result.output
