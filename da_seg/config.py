@@ -131,6 +131,11 @@ class SegmentationConfig(Strict):
         "seed+1, ... (other initialisation, validation split, batch order, augmentation); member 0 is the single model",
     )
     threshold: Probability = 0.5
+    calibrate: Literal["none", "source_volume"] = Field(
+        "none",
+        description="ours: 'source_volume' sets each trained segmenter's threshold (per structure) on the unlabelled "
+        "target images so that their mean predicted volume matches the labelled source's mean; sigmoid models only",
+    )
     tta_flip: bool = False
     largest_component: bool = True
     component_rule: Literal["largest", "most_confident"] = Field(
@@ -147,14 +152,26 @@ class SegmentationConfig(Strict):
         return [_needs_name(a) for a in v] if isinstance(v, list) else v
 
     def stage_settings(self, exclude: set[str] = frozenset()) -> dict[str, Any]:
-        """The settings a trained segmenter depends on, for stage keys. ``members`` enters only when > 1, so the
-        stages of runs from before it existed keep their keys (``--resume`` redoes nothing)."""
-        return self.model_dump(mode="json", exclude=set(exclude) | ({"members"} if self.members == 1 else set()))
+        """The settings a trained segmenter depends on, for stage keys. ``members`` enters only when > 1 and
+        ``calibrate`` only when set, so the stages of runs from before they existed keep their keys (``--resume``
+        redoes nothing)."""
+        unset = {"members"} if self.members == 1 else set()
+        unset |= {"calibrate"} if self.calibrate == "none" else set()
+        return self.model_dump(mode="json", exclude=set(exclude) | unset)
 
     def inference_defaults(self) -> dict[str, Any]:
         """What a trained segmenter saves as its inference defaults (`TrainedSegmenter.defaults`)."""
         keys = ("threshold", "largest_component", "component_rule", "tta_flip")
         return {k: getattr(self, k) for k in keys}
+
+    @model_validator(mode="after")
+    def _calibrate_needs_sigmoid(self) -> SegmentationConfig:
+        if self.calibrate != "none" and self.multiclass == "softmax":
+            raise ValueError(
+                f"segmentation.calibrate = '{self.calibrate}' sets a threshold, and a softmax model (multiclass = "
+                "'softmax') takes the argmax without one: use multiclass = 'sigmoid' or calibrate = 'none'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _folds_or_members(self) -> SegmentationConfig:

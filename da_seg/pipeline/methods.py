@@ -10,7 +10,7 @@ included, trains through `fit_segmenter` with the same seed and runtime switches
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from da_seg.segmentation import (
     adapt_batch_norm,
     cross_validate,
     load_segmenter,
+    match_source_volume,
+    mean_volumes,
     train_segmenter,
 )
 
@@ -64,7 +66,7 @@ def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True
         plan.append(("oracle", task.target_modality, dataset.target_labelled, [], None, oracle_key, seg))
     methods = []
     for name, train_on, train, test, test_on, upstream_key, settings in plan:
-        key = fingerprint(upstream_key, seg_key, config.runtime.precision, SEGMENTER_STAGE_VERSION)
+        key = _segmenter_key(up, seg, upstream_key, seg_key)
         model, tests = _train(up, f"seg_{name}{tag}", key, settings, train, test)
         methods.append(Method(name + tag, train_on, model, key, test_on if tests else None, tests))
     if hasattr(up.translator, "jointly_trained"):
@@ -86,7 +88,7 @@ def _self_training_method(up: Upstream, teacher: Method, seg: Any, seg_key: Any,
     for round_ in range(1, seg.self_training_rounds + 1):
         pseudo = [replace(c, mask=teacher.model.segment(c.image).astype(np.uint8)) for c in up.dataset.target]
         upstream = fingerprint(teacher.key, up.dataset.stamp("target"), "pseudo-labels")
-        key = fingerprint(upstream, seg_key, up.config.runtime.precision, SEGMENTER_STAGE_VERSION)
+        key = _segmenter_key(up, seg, upstream, seg_key)
         stage = "seg_self_training" + ("" if round_ == 1 else f"_{round_}") + tag
         model, tests = _train(up, stage, key, seg, up.synct_train + pseudo, up.synct_test)
         teacher = Method("self_training" + tag, SYNCT_TEST, model, key, SYNCT_TEST if tests else None, tests)
@@ -132,9 +134,10 @@ def _adabn_method(up: Upstream, synct: Method, seg: Any, tag: str) -> Method:
         model = synct.model
         if isinstance(model, SegmenterEnsemble):
             members = [adapt_batch_norm(m, images, augment, seed=up.config.seed) for m in model.members]
-            SegmenterEnsemble(members).save(folder / "model", **model.info)
+            facts = {k: v for k, v in model.info.items() if k != "calibration"}  # its own calibration, if any
+            _calibrate(up, seg, SegmenterEnsemble(members)).save(folder / "model", **facts)
         else:
-            adapt_batch_norm(model, images, augment, seed=up.config.seed).save(folder / "model")
+            _calibrate(up, seg, adapt_batch_norm(model, images, augment, seed=up.config.seed)).save(folder / "model")
 
     folder = up.stages.run(f"seg_adabn{tag}", key, work)
     model = load_segmenter(folder / "model", device=up.device)
@@ -196,9 +199,9 @@ def _train(
             models = [fit_segmenter(up, seg, pairs, folder / f"work{i or ''}", member=i) for i in range(seg.members)]
             if is_main():
                 if seg.members == 1:
-                    models[0].save(folder / "model")
+                    _calibrate(up, seg, models[0]).save(folder / "model")
                 else:
-                    SegmenterEnsemble(models).save(
+                    _calibrate(up, seg, SegmenterEnsemble(models)).save(
                         folder / "model", seeds=[up.config.seed + i for i in range(seg.members)]
                     )
             return
@@ -220,7 +223,7 @@ def _train(
             }
             for r in results
         ]
-        SegmenterEnsemble(members).save(folder / "model", folds=folds)
+        _calibrate(up, seg, SegmenterEnsemble(members)).save(folder / "model", folds=folds)
 
     folder = up.stages.run(name, key, work, collective=True)
     model = load_segmenter(folder / "model", device=up.device)
@@ -230,6 +233,26 @@ def _train(
     by_id = {c.id: c for c in cases}
     tests = [(member, [by_id[i] for i in fold["test"]]) for member, fold in zip(model.members, folds, strict=True)]
     return model, tests if test else []
+
+
+def _segmenter_key(up: Upstream, seg: Any, upstream: str, seg_key: Any) -> str:
+    """A segmenter stage's key: what it trained on, its settings, and the images and labels its threshold is
+    calibrated on when it is."""
+    key = fingerprint(upstream, seg_key, up.config.runtime.precision, SEGMENTER_STAGE_VERSION)
+    return key if seg.calibrate == "none" else fingerprint(key, up.dataset.stamp("source", "target"))
+
+
+def _calibrate(up: Upstream, seg: Any, model: Segmenter) -> Segmenter:
+    """``model`` with its threshold calibrated as ``segmentation.calibrate`` says (`match_source_volume`)."""
+    if seg.calibrate == "none":
+        return model
+    source = [c.mask for c in up.dataset.source_train + up.dataset.source_test]
+    wanted = mean_volumes(source, up.task.classes)
+    calibration = match_source_volume(model, [c.image for c in up.dataset.target], wanted)
+    # new dicts, not updates: an adapted copy (`adapt_batch_norm`) shares them with the model it came from
+    model.defaults = {**model.defaults, "threshold": calibration.threshold}
+    model.info = {**model.info, "calibration": {"rule": seg.calibrate, **asdict(calibration)}}
+    return model
 
 
 def _folds(model: Segmenter) -> list[dict[str, Any]] | None:

@@ -13,12 +13,14 @@ takes the most probable structure when its probability reaches the threshold. Wi
 network has ``K + 1`` channels (background first), is trained with a softmax loss (``ce``, ``softmax_dice``,
 ``ce_dice``) on one-hot targets, and a voxel takes the argmax class.
 
+`match_source_volume` calibrates a trained segmenter's threshold on unlabelled target images (ours).
 `adapt_batch_norm` adapts a trained segmenter to unlabelled target images without training (AdaBN).
 `TwoWaySegmenter` averages a target-domain segmenter with a source-domain one applied through the translator's inverse.
 """
 
 from da_seg.segmentation.adaptation import adapt_batch_norm
 from da_seg.segmentation.apply import load_segmenter, model_domain, predict, predict_file
+from da_seg.segmentation.calibration import match_source_volume, mean_volumes
 from da_seg.segmentation.inference import (
     COMPONENT,
     ENSEMBLE,
@@ -57,6 +59,8 @@ __all__ = [
     "fold_indices",
     "largest_components",
     "load_segmenter",
+    "match_source_volume",
+    "mean_volumes",
     "model_domain",
     "predict",
     "predict_file",

@@ -236,14 +236,15 @@ class SegmenterEnsemble(_Segments):
 
     def save(self, directory: str | Path, **info: Any) -> Path:
         """Each member in ``directory/fold<i>`` (with ``folds`` in ``info``) or ``directory/member<i>``, and the
-        ensemble's meta.json (``info`` adds facts, e.g. folds or seeds)."""
+        ensemble's meta.json (its ``info`` and ``info`` here add facts, e.g. folds, seeds or a calibration)."""
         from da_seg.files import write_json
 
         directory = Path(directory)
         names = [f"{'fold' if 'folds' in info else 'member'}{i}" for i in range(len(self.members))]
         for name, member in zip(names, self.members, strict=True):
             member.save(directory / name)
-        meta = {"component": ENSEMBLE, "members": names, "domain": self.domain, "defaults": self.defaults, **info}
+        meta = {"component": ENSEMBLE, "members": names, "domain": self.domain, "defaults": self.defaults}
+        meta |= self.info | info
         write_json(directory / "meta.json", meta)
         return directory
 

@@ -3,6 +3,8 @@ per structure, chosen by a rule)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage
 
@@ -39,7 +41,7 @@ COMPONENT_RULES = ("largest", "most_confident")
 
 def probabilities_to_labels(
     probabilities: np.ndarray,
-    threshold: float = 0.5,
+    threshold: float | Sequence[float] = 0.5,
     largest_component: bool = True,
     softmax: bool = False,
     component_rule: str = "largest",
@@ -48,7 +50,9 @@ def probabilities_to_labels(
 
     ``softmax``: the probabilities are a softmax's structure channels; the background is what they leave
     (``1 - sum``) and each voxel takes the argmax class, without a threshold. ``largest_component`` keeps one
-    component per label, chosen by ``component_rule`` (`COMPONENT_RULES`, `largest_components`).
+    component per label, chosen by ``component_rule`` (`COMPONENT_RULES`, `largest_components`). ``threshold`` is
+    one probability for every structure or one per structure (a calibrated model's, `match_source_volume`): a voxel
+    takes the most probable of the structures whose probability reaches their own threshold.
     """
     if component_rule not in COMPONENT_RULES:
         raise ConfigError(f"component_rule '{component_rule}' is not one of {', '.join(COMPONENT_RULES)}")
@@ -57,10 +61,11 @@ def probabilities_to_labels(
         background = 1.0 - structures.sum(0, keepdims=True)
         labels = np.concatenate([background, structures]).argmax(0).astype(np.uint8)
     elif probabilities.ndim == 3:
-        labels = (probabilities >= threshold).astype(np.uint8)
+        labels = (probabilities >= np.ravel(threshold)[0]).astype(np.uint8)
     else:
-        best = probabilities.argmax(0)
-        labels = np.where(probabilities.max(0) >= threshold, best + 1, 0).astype(np.uint8)
+        levels = np.broadcast_to(np.asarray(threshold, dtype=np.float64), probabilities.shape[:1])
+        eligible = np.where(probabilities >= levels[:, None, None, None], probabilities, -1.0)
+        labels = np.where(eligible.max(0) >= 0, eligible.argmax(0) + 1, 0).astype(np.uint8)
     if not largest_component:
         return labels
     return largest_components(labels, probabilities if component_rule == "most_confident" else None)
