@@ -168,6 +168,9 @@ def test_calibrated_thresholds_are_saved_with_each_model_and_used_by_the_run(
     pseudo = training[1][1][-3:]  # the 3 unlabelled CTs, labelled by the calibrated teacher
     assert all(np.array_equal(mask, synct.segment(image)) for image, mask in pseudo)
     assert np.mean([(mask == 1).sum() for _, mask in pseudo]) == synct.info["calibration"]["target_volumes"][0]
+    report = result.report.read_text()
+    assert "Threshold calibration" in report
+    assert all(f"<td>{method}</td>" in report for method in ("synct", "adabn", "self_training"))
 
     training.clear()
     run_pipeline(config, resume=True)

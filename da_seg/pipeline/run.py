@@ -28,6 +28,7 @@ from da_seg.distributed import barrier, init_distributed, is_main, local_device
 from da_seg.files import read_json, write_json
 from da_seg.pipeline.dataset import Dataset, prepare_dataset, resolve_data
 from da_seg.pipeline.evaluation import (
+    calibration_section,
     evaluate_methods,
     folds_section,
     paper_test_section,
@@ -209,6 +210,7 @@ def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -
         extra_sections=statistics_sections(rows, up.task, evaluation_dir)
         + paper_test_section(rows, up.task)
         + folds_section(methods)
+        + calibration_section(methods, up.task, float(np.prod(up.dataset.target_domain.spacing_zyx)) / 1000)
         + audit,
     )
     write_json(run_dir / "timings.json", stages.timings)
