@@ -149,14 +149,14 @@ def test_more_self_training_rounds_on_resume_train_only_the_new_round(tmp_path: 
 def test_calibrated_thresholds_are_saved_with_each_model_and_used_by_the_run(
     tmp_path: Path, tiny_config, monkeypatch
 ) -> None:
-    """With ``segmentation.calibrate = "source_volume"`` each trained segmenter (and AdaBN's adapted copy, on its
-    own) saves the threshold chosen on the unlabelled CTs with the facts behind it; the self-training teacher labels
-    the CTs at its calibrated threshold, and a rerun with --resume trains nothing."""
+    """With ``segmentation.calibrate = "source_volume"`` each trained segmenter (two members each; AdaBN's adapted
+    copy on its own) saves the threshold chosen on the unlabelled CTs with the facts behind it and loads with it; the
+    self-training teacher labels the CTs at its calibrated threshold, and a rerun with --resume trains nothing."""
     training = _record_training(monkeypatch)
     path = tiny_config(tmp_path, baselines='["self_training", "adabn"]')
-    config = load_config(path, {"segmentation.calibrate": "source_volume"})
+    config = load_config(path, {"segmentation.calibrate": "source_volume", "segmentation.members": 2})
     result = run_pipeline(config)
-    assert [stage for stage, _ in training] == ["seg_synct", "seg_self_training"]
+    assert [stage for stage, _ in training] == ["seg_synct"] * 2 + ["seg_self_training"] * 2
 
     for stage in ("seg_synct", "seg_adabn", "seg_self_training"):
         model = load_segmenter(result.run_dir / stage / "model")
@@ -165,7 +165,7 @@ def test_calibrated_thresholds_are_saved_with_each_model_and_used_by_the_run(
         assert 0.05 <= facts["threshold"] <= 0.95 and len(facts["target_volumes"]) == 1
         assert facts["source_volumes"][0] > 0
     synct = load_segmenter(result.run_dir / "seg_synct/model")
-    pseudo = training[1][1][-3:]  # the 3 unlabelled CTs, labelled by the calibrated teacher
+    pseudo = training[2][1][-3:]  # the 3 unlabelled CTs, labelled by the calibrated teacher
     assert all(np.array_equal(mask, synct.segment(image)) for image, mask in pseudo)
     assert np.mean([(mask == 1).sum() for _, mask in pseudo]) == synct.info["calibration"]["target_volumes"][0]
     report = result.report.read_text()

@@ -8,10 +8,19 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from da_seg.config import SegmentationConfig
 from da_seg.errors import ConfigError
-from da_seg.segmentation import match_source_volume, mean_volumes, probabilities_to_labels
+from da_seg.segmentation import (
+    SegmenterEnsemble,
+    TrainedSegmenter,
+    build_segmenter,
+    load_segmenter,
+    match_source_volume,
+    mean_volumes,
+    probabilities_to_labels,
+)
 
 
 @dataclass
@@ -90,3 +99,21 @@ def test_calibrate_enters_stage_keys_only_when_set() -> None:
     """Runs from before the setting existed keep their stage keys, so --resume redoes nothing."""
     assert "calibrate" not in SegmentationConfig().stage_settings()
     assert SegmentationConfig(calibrate="source_volume").stage_settings()["calibrate"] == "source_volume"
+
+
+def test_an_ensemble_loads_with_its_own_saved_threshold(tmp_path) -> None:
+    """Bug: `SegmenterEnsemble.load` took its members' defaults and dropped the ensemble's, so a calibrated
+    ensemble (members are saved uncalibrated) segmented at 0.5 after loading, in the run and in `daseg predict`."""
+    spec = {"name": "resunet25d", "base": 4, "depth": 2}
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        network = build_segmenter(spec, context=1, classes=1).eval()
+        members.append(TrainedSegmenter(network, spec=spec, context=1, defaults={"threshold": 0.5}))
+    ensemble = SegmenterEnsemble(members)
+    ensemble.defaults = {**ensemble.defaults, "threshold": 0.3, "largest_component": False}
+    ensemble.save(tmp_path / "model")
+    loaded = load_segmenter(tmp_path / "model")
+    assert loaded.defaults == {"threshold": 0.3, "largest_component": False}
+    image = np.random.default_rng(0).uniform(-1, 1, (3, 16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.segment(image), (ensemble.predict(image) >= 0.3).astype(np.uint8))

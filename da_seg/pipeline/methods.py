@@ -68,7 +68,9 @@ def train_methods(up: Upstream, segmentation: Any = None, baselines: bool = True
     for name, train_on, train, test, test_on, upstream_key, settings in plan:
         key = _segmenter_key(up, seg, upstream_key, seg_key)
         model, tests = _train(up, f"seg_{name}{tag}", key, settings, train, test)
-        methods.append(Method(name + tag, train_on, model, key, test_on if tests else None, tests))
+        methods.append(
+            Method(name + tag, train_on, model, _identity(seg, key, model), test_on if tests else None, tests)
+        )
     if hasattr(up.translator, "jointly_trained"):
         methods.append(_joint_method(up, seg, tag))
     if baselines and "adabn" in config.baselines and dataset.target:
@@ -91,6 +93,7 @@ def _self_training_method(up: Upstream, teacher: Method, seg: Any, seg_key: Any,
         key = _segmenter_key(up, seg, upstream, seg_key)
         stage = "seg_self_training" + ("" if round_ == 1 else f"_{round_}") + tag
         model, tests = _train(up, stage, key, seg, up.synct_train + pseudo, up.synct_test)
+        key = _identity(seg, key, model)
         teacher = Method("self_training" + tag, SYNCT_TEST, model, key, SYNCT_TEST if tests else None, tests)
     return teacher
 
@@ -145,7 +148,7 @@ def _adabn_method(up: Upstream, synct: Method, seg: Any, tag: str) -> Method:
         tests = [(member, cases) for member, (_, cases) in zip(model.members, synct.tests, strict=False)]
     else:
         tests = [(model, cases) for _, cases in synct.tests]
-    return Method("adabn" + tag, SYNCT_TEST, model, key, SYNCT_TEST if tests else None, tests)
+    return Method("adabn" + tag, SYNCT_TEST, model, _identity(seg, key, model), SYNCT_TEST if tests else None, tests)
 
 
 def _two_way_method(up: Upstream, target: Method, source: Method, tag: str) -> Method:
@@ -240,6 +243,12 @@ def _segmenter_key(up: Upstream, seg: Any, upstream: str, seg_key: Any) -> str:
     calibrated on when it is."""
     key = fingerprint(upstream, seg_key, up.config.runtime.precision, SEGMENTER_STAGE_VERSION)
     return key if seg.calibrate == "none" else fingerprint(key, up.dataset.stamp("source", "target"))
+
+
+def _identity(seg: Any, key: str, model: Segmenter) -> str:
+    """A method's key for the stages downstream of it (pseudo-labels, predictions, evaluation): its training
+    stage's key and, when calibrated, the inference defaults it loaded with, so what it segments with is covered."""
+    return key if seg.calibrate == "none" else fingerprint(key, model.defaults)
 
 
 def _calibrate(up: Upstream, seg: Any, model: Segmenter) -> Segmenter:

@@ -264,6 +264,7 @@ class SegmenterEnsemble(_Segments):
             TrainedSegmenter.load(directory / name, device, precision, channels_last) for name in meta["members"]
         ]
         ensemble = cls(members)
+        ensemble.defaults = dict(meta.get("defaults") or ensemble.defaults)  # its own (a calibrated threshold)
         ensemble.info = {k: v for k, v in meta.items() if k not in {"component", "members", "domain", "defaults"}}
         return ensemble
 
