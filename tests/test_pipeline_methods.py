@@ -151,7 +151,7 @@ def test_calibrated_thresholds_are_saved_with_each_model_and_used_by_the_run(
 ) -> None:
     """With ``segmentation.calibrate = "source_volume"`` each trained segmenter (two members each; AdaBN's adapted
     copy on its own) saves the threshold chosen on the unlabelled CTs with the facts behind it and loads with it; the
-    self-training teacher labels the CTs at its calibrated threshold, and a rerun with --resume trains nothing."""
+    self-training teacher still labels the CTs at segmentation.threshold, and a rerun with --resume trains nothing."""
     training = _record_training(monkeypatch)
     path = tiny_config(tmp_path, baselines='["self_training", "adabn"]')
     config = load_config(path, {"segmentation.calibrate": "source_volume", "segmentation.members": 2})
@@ -165,9 +165,10 @@ def test_calibrated_thresholds_are_saved_with_each_model_and_used_by_the_run(
         assert 0.05 <= facts["threshold"] <= 0.95 and len(facts["target_volumes"]) == 1
         assert facts["source_volumes"][0] > 0
     synct = load_segmenter(result.run_dir / "seg_synct/model")
-    pseudo = training[2][1][-3:]  # the 3 unlabelled CTs, labelled by the calibrated teacher
-    assert all(np.array_equal(mask, synct.segment(image)) for image, mask in pseudo)
-    assert np.mean([(mask == 1).sum() for _, mask in pseudo]) == synct.info["calibration"]["target_volumes"][0]
+    pseudo = training[2][1][-3:]  # the 3 unlabelled CTs, labelled by the teacher at segmentation.threshold
+    assert all(np.array_equal(mask, synct.segment(image, threshold=0.5)) for image, mask in pseudo)
+    calibrated = [(synct.segment(image) == 1).sum() for image, _ in pseudo]  # what the run outputs
+    assert np.mean(calibrated) == synct.info["calibration"]["target_volumes"][0]
     report = result.report.read_text()
     assert "Threshold calibration" in report
     assert all(f"<td>{method}</td>" in report for method in ("synct", "adabn", "self_training"))
