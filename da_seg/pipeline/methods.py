@@ -141,8 +141,7 @@ def _adabn_method(up: Upstream, synct: Method, seg: Any, tag: str) -> Method:
         model = synct.model
         if isinstance(model, SegmenterEnsemble):
             members = [adapt_batch_norm(m, images, augment, seed=up.config.seed) for m in model.members]
-            facts = {k: v for k, v in model.info.items() if k != "calibration"}  # its own calibration, if any
-            _calibrate(up, seg, SegmenterEnsemble(members)).save(folder / "model", **facts)
+            _calibrate(up, seg, SegmenterEnsemble(members)).save(folder / "model", **model.info)
         else:
             _calibrate(up, seg, adapt_batch_norm(model, images, augment, seed=up.config.seed)).save(folder / "model")
 

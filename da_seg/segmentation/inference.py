@@ -236,7 +236,8 @@ class SegmenterEnsemble(_Segments):
 
     def save(self, directory: str | Path, **info: Any) -> Path:
         """Each member in ``directory/fold<i>`` (with ``folds`` in ``info``) or ``directory/member<i>``, and the
-        ensemble's meta.json (its ``info`` and ``info`` here add facts, e.g. folds, seeds or a calibration)."""
+        ensemble's meta.json. ``info`` adds facts (e.g. folds or seeds, or those of the ensemble it was adapted from);
+        the ensemble's own ``info`` (e.g. its calibration) wins over them."""
         from da_seg.files import write_json
 
         directory = Path(directory)
@@ -244,7 +245,7 @@ class SegmenterEnsemble(_Segments):
         for name, member in zip(names, self.members, strict=True):
             member.save(directory / name)
         meta = {"component": ENSEMBLE, "members": names, "domain": self.domain, "defaults": self.defaults}
-        meta |= self.info | info
+        meta |= info | self.info
         write_json(directory / "meta.json", meta)
         return directory
 
