@@ -7,8 +7,10 @@ Beside it, one module per other concern: `da_seg.files` (atomic JSON), `da_seg.c
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -59,9 +61,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """``runtime.precision``; ``"auto"`` picks what the benchmarks measured fastest at equal quality per device:
     bf16 on CPUs with native bf16, fp32 on other CPUs, and fp32 on CUDA and MPS (on an H200, bf16 made the
     CycleGAN no faster and the segmenter slower than fp32 channels_last: RESULTS.md, "First GPU check")."""
+    native = device.type != "cpu" or cpu_has_native_bf16()
+    if precision == "bf16" and not native:
+        warnings.warn(
+            "runtime.precision = 'bf16' on a CPU without bf16 kernels (AVX-512 BF16 or AMX): it is emulated, and a "
+            "CycleGAN step ran 8.6x slower than in fp32 on such a CPU (benchmarks/RESULTS.md); 'auto' picks fp32 here",
+            stacklevel=2,
+        )
     if precision != "auto":
         return precision
-    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    return "bf16" if device.type == "cpu" and native else "fp32"
 
 
 def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
@@ -129,6 +138,31 @@ def adam(params: Any, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> t
     params = list(params)
     fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused)
+
+
+class WeightAverage:
+    """An exponential moving average of a module's weights, kept in a copy of the module (ours to offer for the GAN
+    generators: Yazici et al. 2019, "The unusual effectiveness of averaging in GAN training"; a generator's late
+    updates chase its discriminator, their average is steadier). After update ``t`` (0-based) the copy holds
+    ``d * copy + (1 - d) * weights`` with ``d = min(decay, (1 + t) / (10 + t))``, so the random initial weights
+    fade within the first updates; the count comes from the caller, so a resumed fit continues the same sequence.
+    """
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"a weight average's decay must lie in (0, 1), got {decay}")
+        self.module = copy.deepcopy(module).requires_grad_(False).eval()
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, module: nn.Module, t: int) -> None:
+        d = min(self.decay, (1 + t) / (10 + t))
+        ours = [*self.module.parameters(), *self.module.buffers()]
+        theirs = [*module.parameters(), *module.buffers()]
+        floats = [i for i, v in enumerate(ours) if v.is_floating_point()]
+        torch._foreach_lerp_([ours[i] for i in floats], [theirs[i].detach() for i in floats], 1.0 - d)
+        for i in set(range(len(ours))) - set(floats):  # integer buffers (a norm's batch count): the latest value
+            ours[i].copy_(theirs[i])
 
 
 # -- the compiled training step -------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from da_seg.provenance import package_version
 from da_seg.slices import SliceBank, spread, stack_25d
 from da_seg.training import (
     AdamUpdate,
+    WeightAverage,
     adam,
     autocast,
     compile_step,
@@ -81,6 +82,8 @@ class AdversarialTranslator(ABC):
         decay = epochs // 2 if decay is None else decay
         if not 0 <= decay <= epochs:
             raise ConfigError(f"decay_epochs must be in [0, epochs={epochs}], got {decay}")
+        if config.get("ema") is not None and not 0 < config["ema"] < 1:
+            raise ConfigError(f"{self.name} ema must lie in (0, 1) (e.g. 0.999) or be left out, got {config['ema']}")
         if config["image_size"] is not None and config["image_size"] < 1:
             raise ConfigError(f"{self.name} image_size must be >= 1, got {config['image_size']}")
         config["betas"] = list(config["betas"])
@@ -97,6 +100,7 @@ class AdversarialTranslator(ABC):
         self.epoch = 0  # epochs trained so far
         self._train_nets: dict[str, nn.Module] = {}  # DDP/compiled wrappers, set while `fit` runs
         self._all_reduce = False  # under torchrun while `fit` runs: gradients by backward, for DDP
+        self.averages: dict[str, WeightAverage] = {}  # ``ema``: the `saved` networks' weight averages, from `fit`
 
     # -- what a subclass defines ------------------------------------------------------------------------------
     @property
@@ -210,6 +214,8 @@ class AdversarialTranslator(ABC):
         samples = bank_a.batch(torch.as_tensor(spread(len(bank_a), 4), device=dev))[0]
 
         start = 0
+        if cfg.get("ema") is not None:
+            self.averages = {k: WeightAverage(self.networks[k], cfg["ema"]) for k in self.saved}
         if workdir is not None and (workdir / "last" / META).exists():
             start = self._resume(workdir / "last", state)
         self.channels_last = channels_last
@@ -264,6 +270,8 @@ class AdversarialTranslator(ABC):
                         state.pool_a.reserve(real_b)  # fake_a = g_ba(real_b)
                         state.pool_b.reserve(real_a)
                     pending.append(step(real_a, real_b, state, mask_a))
+                    for name, average in self.averages.items():
+                        average.update(self.networks[name], epoch * iterations + it)
                     state.scaler.update()  # fp16's loss scale, on the host: outside the step
                     logged = bool(cfg["log_every"]) and it % cfg["log_every"] == 0
                     if logged or it == iterations - 1:  # read the losses back only here: one GPU sync, not seven
@@ -305,9 +313,11 @@ class AdversarialTranslator(ABC):
         cfg = self.config
         last = self.epoch == self.epochs
         if self.epoch % max(1, cfg["checkpoint_every"]) == 0 or last:
-            save_checkpoint(workdir / "last", self.networks, self._meta(), state=state.state_dict(self.epoch))
+            averages = {f"{k}_average": a.module for k, a in self.averages.items()}
+            modules, meta = self.networks | averages, self._meta()
+            save_checkpoint(workdir / "last", modules, meta, state=state.state_dict(self.epoch))
             if cfg["keep_checkpoints"] > 0:
-                save_checkpoint(workdir / f"epoch_{self.epoch:04d}", self.networks, self._meta())
+                save_checkpoint(workdir / f"epoch_{self.epoch:04d}", self.translating(), self._meta())
                 snapshots = sorted(workdir.glob("epoch_[0-9][0-9][0-9][0-9]"))
                 for old in snapshots[: -cfg["keep_checkpoints"]]:
                     shutil.rmtree(old, ignore_errors=True)
@@ -316,7 +326,8 @@ class AdversarialTranslator(ABC):
 
     def _resume(self, last: Path, fit_state: FitState) -> int:
         check_resumable(read_json(last / META).get("config", {}), self.config, last)
-        load_checkpoint(last, self.networks, component=self.name, map_location=self.device)
+        averages = {f"{k}_average": a.module for k, a in self.averages.items()}
+        load_checkpoint(last, self.networks | averages, component=self.name, map_location=self.device)
         state = load_state(last)
         if state is None:
             raise DataError(f"{last}: no optimizer state (state.pt) to resume from; delete the folder to start over")
@@ -324,9 +335,13 @@ class AdversarialTranslator(ABC):
         self.epoch = int(state["epoch"])
         return self.epoch
 
+    def translating(self) -> dict[str, nn.Module]:
+        """`networks` with each weight average (``ema``) in place of its network: what translates and is saved."""
+        return self.networks | {k: a.module for k, a in self.averages.items()}
+
     def save(self, directory: Path) -> None:
-        """The networks `translate` needs (``saved``) with the config in ``meta.json``."""
-        save_checkpoint(Path(directory), {k: self.networks[k] for k in self.saved}, self._meta())
+        """The networks `translate` needs (``saved``; their averages with ``ema``) with the config in ``meta.json``."""
+        save_checkpoint(Path(directory), {k: self.translating()[k] for k in self.saved}, self._meta())
 
     @classmethod
     def load(cls, directory: Path, device: torch.device | str = "cpu") -> AdversarialTranslator:
@@ -354,7 +369,7 @@ class AdversarialTranslator(ABC):
         Shape:
             ``(B, 2c+1, H, W)`` -> ``(B, 2c+1, H, W)``.
         """
-        net = self.networks["g_ab" if direction == "ab" else "g_ba"]
+        net = self.translating()["g_ab" if direction == "ab" else "g_ba"]
         net.eval()
         with autocast(self.device, self.precision):
             return net(images.to(self.device)).float().clamp(-1, 1)

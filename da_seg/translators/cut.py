@@ -66,7 +66,7 @@ class CUT(AdversarialTranslator):
         width, blocks: ResNet generator base width and residual blocks.
         disc_width, disc_layers: PatchGAN base width and stride-2 layers.
         image_size, batch_size, epochs, iterations_per_epoch, lr, betas, decay_epochs, context, source_augment,
-        target_augment, sample_every, keep_checkpoints, checkpoint_every, log_every, translate_batch: as in
+        target_augment, sample_every, keep_checkpoints, checkpoint_every, log_every, translate_batch, ema: as in
             `CycleGAN`.
         nce_weight: weight of the PatchNCE loss (CUT's lambda_NCE).
         nce_identity: also apply PatchNCE to target images through the generator (CUT: yes; FastCUT: no).
@@ -107,6 +107,7 @@ class CUT(AdversarialTranslator):
         checkpoint_every: int = 1,
         log_every: int = 10,
         translate_batch: int = 8,
+        ema: float | None = None,
     ) -> None:
         self._setup({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         encoder = 10 + blocks  # pad, conv, norm, relu, 2 x (conv, norm, relu), the residual blocks

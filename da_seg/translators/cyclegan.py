@@ -64,6 +64,8 @@ class CycleGAN(AdversarialTranslator):
         structure_loss: a loss comparing each image with its translation across modalities (``"mind"``,
             ``"ngf"``; `da_seg.losses`), added for both generators; None switches it off.
         structure_weight: its weight.
+        ema: decay of an exponential moving average of the generators' weights (e.g. 0.999; ours, Yazici et al.
+            2019), which then translates and is saved; None translates with the last weights.
     """
 
     name = "cyclegan"
@@ -96,6 +98,7 @@ class CycleGAN(AdversarialTranslator):
         checkpoint_every: int = 1,
         log_every: int = 10,
         translate_batch: int = 8,
+        ema: float | None = None,
         structure_loss: LossSpec | None = None,
         structure_weight: float = 1.0,
     ) -> None:

@@ -203,3 +203,39 @@ def test_both_domains_are_augmented_in_one_call_when_their_augmentations_match(
     model = TRANSLATORS.build({**spec, "source_augment": ["flip"], "target_augment": target_augment, "image_size": 12})
     model.fit(source, target)
     assert seen == ([(4, 12)] if calls == 1 else [(2, 12), (2, 12)])  # the crop rides along in the same call
+
+
+def test_ema_translates_and_saves_the_generators_weight_average(unpaired, tmp_path) -> None:
+    source, target = unpaired
+    spec = {"name": "cyclegan", **TINY, "epochs": 2, "ema": 0.9}
+    model = TRANSLATORS.build(spec).fit(source, target, workdir=tmp_path, seed=2)
+    average, last = model.averages["g_ab"].module, model.networks["g_ab"]
+    assert set(model.averages) == {"g_ab", "g_ba"}
+    assert not torch.equal(next(average.parameters()), next(last.parameters()))  # an average, not the last weights
+    stack = torch.as_tensor(source[0][:2, None])
+    assert torch.equal(model.translate_slices(stack), average(stack).float().clamp(-1, 1))
+    model.save(tmp_path / "model")
+    for folder in (tmp_path / "model", tmp_path / "epoch_0002"):  # the final model and the snapshots translate alike
+        loaded = load_translator(folder)
+        saved, averaged = loaded.g_ab.state_dict(), average.state_dict()
+        assert saved.keys() == averaged.keys() and all(torch.equal(saved[k], averaged[k]) for k in saved)
+        assert np.array_equal(loaded.translate(source[0]), model.translate(source[0]))
+
+
+def test_ema_resumes_its_average_exactly(unpaired, tmp_path) -> None:
+    source, target = unpaired
+    spec = {"name": "cyclegan", **TINY, "decay_epochs": 0, "ema": 0.8}
+    straight = TRANSLATORS.build({**spec, "epochs": 3}).fit(source, target, seed=4)
+    TRANSLATORS.build({**spec, "epochs": 2}).fit(source, target, workdir=tmp_path, seed=4)  # killed after epoch 2
+    resumed = TRANSLATORS.build({**spec, "epochs": 3}).fit(source, target, workdir=tmp_path, seed=4)
+    for name in ("g_ab", "g_ba"):
+        a, b = straight.averages[name].module.state_dict(), resumed.averages[name].module.state_dict()
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    with pytest.raises(DataError, match=r"other settings.*ema"):  # an average cannot start halfway
+        TRANSLATORS.build({**spec, "ema": None, "epochs": 4}).fit(source, target, workdir=tmp_path, seed=4)
+
+
+def test_ema_outside_zero_one_is_a_config_error() -> None:
+    for decay in (0.0, 1.0, 1.5):
+        with pytest.raises(ConfigError, match="ema must lie in"):
+            TRANSLATORS.build({"name": "cyclegan", "ema": decay})
