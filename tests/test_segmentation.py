@@ -93,6 +93,20 @@ def test_best_checkpoint_is_kept_by_validation_dice_and_training_resumes(tmp_pat
         train_segmenter({**TINY, "base": 8}, cases, settings(epochs=5), workdir=tmp_path, device="cpu", progress=False)
 
 
+
+def test_validation_between_epochs_leaves_the_weights_trainable_in_fp32_nhwc(tmp_path) -> None:
+    """Regression: `predict` converted the model to NHWC inside inference mode; weights whose layout is ambiguous
+    (a 1-channel 1x1 shortcut conv with context 0) were copied there as inference tensors, and the next epoch's
+    backward failed. In bf16 autocast copies every weight first, so only fp32 runs met it (CPUs without bf16 kernels,
+    GPUs)."""
+    cases = [blob_case(i) for i in range(4)]
+    trained = train_segmenter(
+        TINY, cases, settings(epochs=2, context=0), workdir=tmp_path, device="cpu", precision="fp32",
+        channels_last=True, progress=False,
+    )  # fmt: skip
+    assert [r["epoch"] for r in trained.info["history"]] == [1, 2]
+    assert not any(p.is_inference() for p in trained.model.parameters())
+
 EXAMPLE_AUGMENT = [{"name": "random_ratio_crop", "min_ratio": 0.5}, {"name": "rotation", "degrees": 10.0}, "flip"]
 
 

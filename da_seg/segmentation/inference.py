@@ -114,7 +114,8 @@ class TrainedSegmenter(_Segments):
             raise DataError(f"predict needs a (z, H, W) volume, got shape {image.shape}")
         self.model.eval()
         if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            with torch.inference_mode(False), torch.no_grad():  # weights copied here must stay trainable (validation)
+                self.model.to(memory_format=torch.channels_last)
         volume = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32), device=self.device)
         neighbours = torch.as_tensor(neighbour_index(volume.shape[0], self.context), device=self.device)
         out = torch.empty((self.classes, *volume.shape), dtype=torch.float32, device=self.device)
