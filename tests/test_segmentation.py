@@ -93,7 +93,6 @@ def test_best_checkpoint_is_kept_by_validation_dice_and_training_resumes(tmp_pat
         train_segmenter({**TINY, "base": 8}, cases, settings(epochs=5), workdir=tmp_path, device="cpu", progress=False)
 
 
-
 def test_validation_between_epochs_leaves_the_weights_trainable_in_fp32_nhwc(tmp_path) -> None:
     """Regression: `predict` converted the model to NHWC inside inference mode; weights whose layout is ambiguous
     (a 1-channel 1x1 shortcut conv with context 0) were copied there as inference tensors, and the next epoch's
@@ -106,6 +105,7 @@ def test_validation_between_epochs_leaves_the_weights_trainable_in_fp32_nhwc(tmp
     )  # fmt: skip
     assert [r["epoch"] for r in trained.info["history"]] == [1, 2]
     assert not any(p.is_inference() for p in trained.model.parameters())
+
 
 EXAMPLE_AUGMENT = [{"name": "random_ratio_crop", "min_ratio": 0.5}, {"name": "rotation", "degrees": 10.0}, "flip"]
 
