@@ -149,20 +149,30 @@ class WeightAverage:
     """
 
     def __init__(self, module: nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ConfigError(f"a weight average's decay must lie in (0, 1), got {decay}")
+        self.check(decay, "a weight average's decay")
         self.module = copy.deepcopy(module).requires_grad_(False).eval()
         self.decay = decay
+
+    @staticmethod
+    def check(decay: float, what: str) -> None:
+        """`ConfigError` unless ``0 < decay < 1`` (``what``: the setting, in the message)."""
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"{what} must lie in (0, 1), e.g. 0.999, got {decay}")
 
     @torch.no_grad()
     def update(self, module: nn.Module, t: int) -> None:
         d = min(self.decay, (1 + t) / (10 + t))
-        ours = [*self.module.parameters(), *self.module.buffers()]
-        theirs = [*module.parameters(), *module.buffers()]
-        floats = [i for i, v in enumerate(ours) if v.is_floating_point()]
-        torch._foreach_lerp_([ours[i] for i in floats], [theirs[i].detach() for i in floats], 1.0 - d)
-        for i in set(range(len(ours))) - set(floats):  # integer buffers (a norm's batch count): the latest value
-            ours[i].copy_(theirs[i])
+        pairs = list(zip(_tensors(self.module), _tensors(module), strict=True))
+        floats = [(ours, theirs) for ours, theirs in pairs if ours.is_floating_point()]
+        torch._foreach_lerp_([ours for ours, _ in floats], [theirs.detach() for _, theirs in floats], 1.0 - d)
+        for ours, theirs in pairs:
+            if not ours.is_floating_point():  # integer buffers (a norm's batch count): the latest value
+                ours.copy_(theirs)
+
+
+def _tensors(module: nn.Module) -> list[Tensor]:
+    """A module's parameters, then its buffers, in registration order."""
+    return [*module.parameters(), *module.buffers()]
 
 
 # -- the compiled training step -------------------------------------------------------------------------------

@@ -82,8 +82,8 @@ class AdversarialTranslator(ABC):
         decay = epochs // 2 if decay is None else decay
         if not 0 <= decay <= epochs:
             raise ConfigError(f"decay_epochs must be in [0, epochs={epochs}], got {decay}")
-        if config.get("ema") is not None and not 0 < config["ema"] < 1:
-            raise ConfigError(f"{self.name} ema must lie in (0, 1) (e.g. 0.999) or be left out, got {config['ema']}")
+        if config.get("ema") is not None:
+            WeightAverage.check(config["ema"], f"{self.name} ema")
         if config["image_size"] is not None and config["image_size"] < 1:
             raise ConfigError(f"{self.name} image_size must be >= 1, got {config['image_size']}")
         config["betas"] = list(config["betas"])
@@ -313,9 +313,7 @@ class AdversarialTranslator(ABC):
         cfg = self.config
         last = self.epoch == self.epochs
         if self.epoch % max(1, cfg["checkpoint_every"]) == 0 or last:
-            averages = {f"{k}_average": a.module for k, a in self.averages.items()}
-            modules, meta = self.networks | averages, self._meta()
-            save_checkpoint(workdir / "last", modules, meta, state=state.state_dict(self.epoch))
+            save_checkpoint(workdir / "last", self._resumable(), self._meta(), state=state.state_dict(self.epoch))
             if cfg["keep_checkpoints"] > 0:
                 save_checkpoint(workdir / f"epoch_{self.epoch:04d}", self.translating(), self._meta())
                 snapshots = sorted(workdir.glob("epoch_[0-9][0-9][0-9][0-9]"))
@@ -326,8 +324,7 @@ class AdversarialTranslator(ABC):
 
     def _resume(self, last: Path, fit_state: FitState) -> int:
         check_resumable(read_json(last / META).get("config", {}), self.config, last)
-        averages = {f"{k}_average": a.module for k, a in self.averages.items()}
-        load_checkpoint(last, self.networks | averages, component=self.name, map_location=self.device)
+        load_checkpoint(last, self._resumable(), component=self.name, map_location=self.device)
         state = load_state(last)
         if state is None:
             raise DataError(f"{last}: no optimizer state (state.pt) to resume from; delete the folder to start over")
@@ -335,13 +332,18 @@ class AdversarialTranslator(ABC):
         self.epoch = int(state["epoch"])
         return self.epoch
 
+    def _resumable(self) -> dict[str, nn.Module]:
+        """What ``workdir/last`` holds: every network and, with ``ema``, each average as ``<name>_average``."""
+        return self.networks | {f"{k}_average": a.module for k, a in self.averages.items()}
+
     def translating(self) -> dict[str, nn.Module]:
         """`networks` with each weight average (``ema``) in place of its network: what translates and is saved."""
         return self.networks | {k: a.module for k, a in self.averages.items()}
 
     def save(self, directory: Path) -> None:
         """The networks `translate` needs (``saved``; their averages with ``ema``) with the config in ``meta.json``."""
-        save_checkpoint(Path(directory), {k: self.translating()[k] for k in self.saved}, self._meta())
+        networks = self.translating()
+        save_checkpoint(Path(directory), {k: networks[k] for k in self.saved}, self._meta())
 
     @classmethod
     def load(cls, directory: Path, device: torch.device | str = "cpu") -> AdversarialTranslator:
