@@ -128,7 +128,7 @@ def supervised_generator(cases, target_domain: Domain, truth_dir: Path, updates:
     return values
 
 
-def run_seed(seed: int, n_source: int, supervised: int, out: Path) -> dict[str, list[float]]:
+def run_seed(seed: int, n_source: int, supervised: int, window: list[float], out: Path) -> dict[str, list[float]]:
     """Write the MR subjects and their CT in each variant (same subject seeds as the example's phantom of ``seed``)
     and score each variant as a SynCT (and, with ``supervised`` updates, a generator trained on the pairs)."""
     folders = {}
@@ -149,7 +149,8 @@ def run_seed(seed: int, n_source: int, supervised: int, out: Path) -> dict[str, 
     task = TASKS.create("prostate_mr2ct")
     spacing, size = EXAMPLE_GRID["spacing"], EXAMPLE_GRID["size"]
     source = Domain(spacing, size, INTENSITIES.build(task.source_intensity), task.centre)
-    target = Domain(spacing, size, INTENSITIES.build(task.target_intensity), task.centre)
+    ct_window = {**task.target_intensity, "low": window[0], "high": window[1]}
+    target = Domain(spacing, size, INTENSITIES.build(ct_window), task.centre)
     cases = load_prepared(find_cases(folders["true"] / "source", labelled=True), source)
     truth = folders["true"] / "paired_target" / "images"
     scores = {
@@ -166,6 +167,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="phantom seeds (the example's seed)")
     parser.add_argument("--n-source", type=int, default=16, help="MR subjects (the example's n_source)")
     parser.add_argument("--supervised", type=int, default=0, help="updates of the paired L1 generator (0: skip)")
+    parser.add_argument(
+        "--window", type=float, nargs=2, default=[-500.0, 500.0], help="the CT window in HU (the task's: -500 500)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -175,10 +179,10 @@ def main() -> None:
     header += f" paired L1 generator, {args.supervised} updates (4 held-out subjects) |" if args.supervised else ""
     print(header + "\n" + "|---" * header.count(" | ") + "|---|")
     for seed in args.seeds:
-        r = run_seed(seed, args.n_source, args.supervised, out)
+        r = run_seed(seed, args.n_source, args.supervised, args.window, out)
         cells = " | ".join(f"{np.mean(v):.1f} ({min(v):.1f}-{max(v):.1f})" for v in r.values())
         print(f"| {seed} | {cells} |", flush=True)
-    print(f"MAE HU inside the body, mean over the MR subjects (range); data under {out}")
+    print(f"MAE HU inside the body, mean over the MR subjects (range); CT window {args.window} HU; data under {out}")
 
 
 if __name__ == "__main__":
