@@ -17,10 +17,10 @@ Loops, batch 4, slices of a few (8, size, size) random volumes in [-1, 1] (size 
   defaults, batches gathered by index; no augmentation, no image pool).
 
 Each loop runs whole (set-up, training, and for the project's trainers their checkpoint and reload) with 1 and with
-1 + N iterations, after one untimed warm-up run; per-iteration figures are the differences divided by N, so set-up
-and one-off costs drop out. Time is taken without the profiler (it slows dispatch down); the operators are counted
-in separate runs under ``torch.profiler``: the ``count`` of every event whose name starts with ``aten::``, nested
-calls included (``aten::conv2d`` and the ``aten::convolution`` it calls count as two).
+1 + N iterations, after an untimed warm-up of 1 + N iterations; per-iteration figures are the differences divided by
+N, so set-up and one-off costs drop out. Time is taken without the profiler (it slows dispatch down); the operators
+are counted in separate runs under ``torch.profiler``: the ``count`` of every event whose name starts with
+``aten::``, nested calls included (``aten::conv2d`` and the ``aten::convolution`` it calls count as two).
 
 ``--compile`` adds a second table: milliseconds per iteration of the steady state (the second of two epochs of N
 iterations, read from the trainers' logs, so compilation in the first epoch drops out) for ``CycleGAN.fit`` with
@@ -175,7 +175,7 @@ def aten_ops(run: Callable[[int], None], iterations: int) -> int:
 
 def per_iteration(run: Callable[[int], None], n: int, device: torch.device, repeats: int) -> tuple[float, float]:
     """(host ms, aten ops) per iteration: runs of 1 and 1 + n iterations, differenced; times are the repeats' best."""
-    run(1)  # warm-up: lazy initialisation, kernel caches, allocator
+    run(1 + n)  # warm-up as long as the timed run: after run(1) alone the first loop measured read ~20-40% slow
     short = min(seconds(run, 1, device) for _ in range(repeats))
     long = min(seconds(run, 1 + n, device) for _ in range(repeats))
     ops = aten_ops(run, 1 + n) - aten_ops(run, 1)
