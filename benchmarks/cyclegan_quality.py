@@ -51,14 +51,19 @@ EXAMPLE_AUGMENT = [  # examples/prostate_mr2ct.toml's, per domain
 ]
 
 
-def against_truth(image: np.ndarray, case, target_domain: Domain, paired: Path) -> dict[str, float]:
+FIDELITY = ("mae_hu", "mean_error_hu", "psnr", "ssim")
+
+
+def against_truth(
+    image: np.ndarray, case, target_domain: Domain, paired: Path, metrics: tuple[str, ...] = FIDELITY
+) -> dict[str, float]:
     """Fidelity metrics of ``image`` (on the common grid) restored to HU on the MR subject's grid, against the
     subject's true CT resampled there, inside the body (true CT > -400 HU) and the crop (as the pipeline does)."""
     synct = target_domain.restore(image, case, mask=False)
     truth = resample_to(read_volume(paired / "images" / f"{case.id}.nii.gz"), synct)
     inside = target_domain.restore(np.ones(image.shape, np.uint8), case, mask=True).array > 0
     body = (truth.array > -400) & inside
-    return {m: METRICS.get(m)(synct.array, truth.array, mask=body) for m in ("mae_hu", "mean_error_hu", "psnr", "ssim")}
+    return {m: METRICS.get(m)(synct.array, truth.array, mask=body) for m in metrics}
 
 
 def fidelity(translator, cases, target_domain: Domain, paired: Path) -> dict[str, float]:
@@ -67,16 +72,21 @@ def fidelity(translator, cases, target_domain: Domain, paired: Path) -> dict[str
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
+def on_common_grid(case, target_domain: Domain, paired: Path) -> np.ndarray:
+    """The CT in ``paired/images`` named like MR ``case``, taken onto the case's common grid, windowed and cropped
+    as the pipeline prepares a CT: what a SynCT of the case would be if it were perfect."""
+    ct = resample_to(read_volume(paired / "images" / f"{case.id}.nii.gz"), case.grid).array
+    windowed = target_domain.intensity.forward(ct, target_domain.intensity.fit(ct))
+    return crop_or_pad(windowed, target_domain.size_hw, target_domain.intensity.padding_value, case.offset_hw)
+
+
 def window_floor(cases, target_domain: Domain, paired: Path) -> float:
     """MAE HU of a perfect translator: each subject's own CT on the MR case's grid and crop, pushed through the
     window and the restore path."""
-    values = []
-    for case in cases:
-        truth = resample_to(read_volume(paired / "images" / f"{case.id}.nii.gz"), case.grid).array
-        windowed = target_domain.intensity.forward(truth, target_domain.intensity.fit(truth))
-        perfect = crop_or_pad(windowed, target_domain.size_hw, target_domain.intensity.padding_value, case.offset_hw)
-        values.append(against_truth(perfect, case, target_domain, paired)["mae_hu"])
-    return float(np.mean(values))
+    values = [
+        against_truth(on_common_grid(c, target_domain, paired), c, target_domain, paired, ("mae_hu",)) for c in cases
+    ]
+    return float(np.mean([v["mae_hu"] for v in values]))
 
 
 def run_seed(args: argparse.Namespace, seed: int, out: Path) -> dict[str, float]:

@@ -37,15 +37,14 @@ import numpy as np
 import prostate_mr2ct.phantom as phantom
 import torch
 import torch.nn.functional as F
+from cyclegan_quality import against_truth, on_common_grid  # the same scoring path as the CycleGAN benchmark
 
 from da_seg.data import Domain, find_cases
-from da_seg.geometry import crop_or_pad, resample_to
 from da_seg.phantom import write_layout
 from da_seg.prepared import load_prepared
-from da_seg.registry import INTENSITIES, METRICS, TASKS
+from da_seg.registry import INTENSITIES, TASKS
 from da_seg.training import autocast, resolve_precision
 from da_seg.translators.networks import ResnetGenerator, init_weights
-from da_seg.volume import read_volume
 
 EXAMPLE_GRID = {"spacing": (3.0, 2.0, 2.0), "size": (80, 80)}  # examples/prostate_mr2ct.toml's [data]
 
@@ -80,30 +79,16 @@ def render_ct(subject_seed: int, variant: str) -> phantom.PhantomImage:
         return phantom.render_ct(anatomy, rng)
 
 
-def on_common_grid(case, target_domain: Domain, folder: Path) -> np.ndarray:
-    """The CT in ``folder`` named like MR ``case``, taken onto the case's common grid, windowed and cropped as the
-    pipeline prepares a CT: what a SynCT of the case would be if it were perfect."""
-    ct = resample_to(read_volume(folder / f"{case.id}.nii.gz"), case.grid).array
-    windowed = target_domain.intensity.forward(ct, target_domain.intensity.fit(ct))
-    return crop_or_pad(windowed, target_domain.size_hw, target_domain.intensity.padding_value, case.offset_hw)
+def mae(image: np.ndarray, case, target_domain: Domain, paired: Path) -> float:
+    return against_truth(image, case, target_domain, paired, ("mae_hu",))["mae_hu"]
 
 
-def mae(image: np.ndarray, case, target_domain: Domain, truth_dir: Path) -> float:
-    """MAE HU of ``image`` (on the case's common grid) restored as a SynCT is, against the true CT in ``truth_dir``,
-    inside the body and the crop (as `da_seg.pipeline.evaluation.synct_fidelity`)."""
-    synct = target_domain.restore(image, case, mask=False)
-    truth = resample_to(read_volume(truth_dir / f"{case.id}.nii.gz"), synct)
-    inside = target_domain.restore(np.ones(image.shape, np.uint8), case, mask=True).array > 0
-    body = (truth.array > -400) & inside
-    return float(METRICS.get("mae_hu")(synct.array, truth.array, mask=body))
-
-
-def supervised_generator(cases, target_domain: Domain, truth_dir: Path, updates: int, seed: int) -> list[float]:
+def supervised_generator(cases, target_domain: Domain, paired: Path, updates: int, seed: int) -> list[float]:
     """Train the example's generator with L1 on paired slices of all but the last 4 cases (random flips, batch 4,
     Adam 2e-4, the precision `"auto"` picks) and return the MAE HU of the last 4 cases' translations."""
     train, test = cases[:-4], cases[-4:]
     mr = torch.as_tensor(np.concatenate([c.image for c in train]))[:, None]
-    ct = torch.as_tensor(np.concatenate([on_common_grid(c, target_domain, truth_dir) for c in train]))[:, None]
+    ct = torch.as_tensor(np.concatenate([on_common_grid(c, target_domain, paired) for c in train]))[:, None]
     torch.manual_seed(seed)
     net = ResnetGenerator(1, 1, width=16, blocks=6)
     init_weights(net)
@@ -124,7 +109,7 @@ def supervised_generator(cases, target_domain: Domain, truth_dir: Path, updates:
     with torch.no_grad(), autocast(torch.device("cpu"), precision):
         for case in test:
             image = net(torch.as_tensor(case.image)[:, None]).float()[:, 0].numpy()
-            values.append(mae(image, case, target_domain, truth_dir))
+            values.append(mae(image, case, target_domain, paired))
     return values
 
 
@@ -152,9 +137,9 @@ def run_seed(seed: int, n_source: int, supervised: int, window: list[float], out
     ct_window = {**task.target_intensity, "low": window[0], "high": window[1]}
     target = Domain(spacing, size, INTENSITIES.build(ct_window), task.centre)
     cases = load_prepared(find_cases(folders["true"] / "source", labelled=True), source)
-    truth = folders["true"] / "paired_target" / "images"
+    truth = folders["true"] / "paired_target"
     scores = {
-        v: [mae(on_common_grid(c, target, f / "paired_target" / "images"), c, target, truth) for c in cases]
+        v: [mae(on_common_grid(c, target, f / "paired_target"), c, target, truth) for c in cases]
         for v, f in folders.items()
     }
     if supervised:
@@ -175,9 +160,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out or Path(tempfile.mkdtemp(prefix="synct_floor_"))
-    header = "| seed | true CT (window and grid) | noise-free CT | anatomy at mean HU, no noise |"
-    header += f" paired L1 generator, {args.supervised} updates (4 held-out subjects) |" if args.supervised else ""
-    print(header + "\n" + "|---" * header.count(" | ") + "|---|")
+    columns = ["seed", "true CT (window and grid)", "noise-free CT", "anatomy at mean HU, no noise"]
+    columns += [f"paired L1 generator, {args.supervised} updates (4 held-out subjects)"] if args.supervised else []
+    print("| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|")
     for seed in args.seeds:
         r = run_seed(seed, args.n_source, args.supervised, args.window, out)
         cells = " | ".join(f"{np.mean(v):.1f} ({min(v):.1f}-{max(v):.1f})" for v in r.values())
