@@ -1,0 +1,65 @@
+"""Compare two finished studies method by method, paired over their common (seed, evaluation case) pairs.
+
+Why: a study's own table tests its variations against each other, but a change upstream of every method (here the
+translator's crop) is easiest to run as two studies side by side, one CPU thread each. This reads both studies'
+``study/rows.json`` and, for every method the two share, prints per-seed mean Dice, the mean, the median of the
+per-seed ratios to each study's own oracle, and the Wilcoxon signed-rank test (``da_seg.stats.wilcoxon_paired``) of
+B against A over the pairs; then each study's SynCT MAE per translator (its fidelity stages, in run order).
+
+Usage:
+    python benchmarks/paired_studies.py runs/prostate_3seeds_best_crop05 runs/prostate_3seeds_best_crop08 [--test CT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from da_seg.stats import wilcoxon_paired
+
+
+def _by_case(rows: list[dict], method: str, test: str) -> dict[tuple[int, str], float]:
+    return {(r["seed"], r["case"]): r["dice"] for r in rows if r["method"] == method and r["test"] == test}
+
+
+def _seed_means(values: dict[tuple[int, str], float]) -> dict[int, float]:
+    seeds = sorted({s for s, _ in values})
+    return {s: float(np.mean([v for (t, _), v in values.items() if t == s])) for s in seeds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", type=Path, help="the first study's run folder")
+    parser.add_argument("b", type=Path, help="the second study's run folder")
+    parser.add_argument("--test", default="CT", help="the evaluation test set's name in the rows (default CT)")
+    args = parser.parse_args()
+    rows = {name: json.loads((name / "study" / "rows.json").read_text()) for name in (args.a, args.b)}
+    oracle = {name: _seed_means(_by_case(r, "oracle", args.test)) for name, r in rows.items()}
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows[args.a]) if m in {r["method"] for r in rows[args.b]}]
+    for method in methods:
+        a, b = (_by_case(rows[name], method, args.test) for name in (args.a, args.b))
+        common = sorted(set(a) & set(b))
+        if not common:
+            continue
+        print(f"## {method} ({len(common)} pairs)")
+        for name, values in ((args.a, a), (args.b, b)):
+            means = _seed_means({k: values[k] for k in common})
+            ratios = [v / oracle[name][s] for s, v in means.items() if oracle[name].get(s)]
+            ratio = f"{np.median(ratios):.3f}" if ratios else "-"
+            per_seed = ", ".join(f"{v:.3f}" for v in means.values())
+            print(f"{name.name}: per seed {per_seed}; mean {np.mean(list(means.values())):.3f}; / oracle {ratio}")
+        result = wilcoxon_paired([b[k] for k in common], [a[k] for k in common])
+        higher = sum(b[k] > a[k] for k in common)
+        print(f"B vs A: higher in {higher}/{len(common)}, p = {result.p_value:.2g}, effect {result.effect_size:+.2f}")
+    for name in (args.a, args.b):
+        # one fidelity stage per seed's translator; the seeds run in order, so modification time orders them
+        files = sorted(name.glob("**/fidelity.json"), key=lambda f: f.stat().st_mtime)
+        maes = [np.mean([r["mae_hu"] for r in json.loads(f.read_text())]) for f in files]
+        print(f"{name.name}: SynCT MAE per translator, in run order: {', '.join(f'{m:.1f}' for m in maes)} HU")
+
+
+if __name__ == "__main__":
+    main()
