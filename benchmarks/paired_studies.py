@@ -4,7 +4,7 @@ Why: a study's own table tests its variations against each other, but a change u
 translator's crop) is easiest to run as two studies side by side, one CPU thread each. This reads both studies'
 ``study/rows.json`` and, for every method the two share, prints per-seed mean Dice, the mean, the median of the
 per-seed ratios to each study's own oracle, and the Wilcoxon signed-rank test (``da_seg.stats.wilcoxon_paired``) of
-B against A over the pairs; then each study's SynCT MAE per translator (its fidelity stages, in run order).
+B against A over the pairs; then each study's SynCT MAE per translator and seed (``study/fidelity.json``).
 
 Usage:
     python benchmarks/paired_studies.py runs/prostate_3seeds_best_crop05 runs/prostate_3seeds_best_crop08 [--test CT]
@@ -55,10 +55,13 @@ def main() -> None:
         higher = sum(b[k] > a[k] for k in common)
         print(f"B vs A: higher in {higher}/{len(common)}, p = {result.p_value:.2g}, effect {result.effect_size:+.2f}")
     for name in (args.a, args.b):
-        # one fidelity stage per seed's translator; the seeds run in order, so modification time orders them
-        files = sorted(name.glob("**/fidelity.json"), key=lambda f: f.stat().st_mtime)
-        maes = [np.mean([r["mae_hu"] for r in json.loads(f.read_text())]) for f in files]
-        print(f"{name.name}: SynCT MAE per translator, in run order: {', '.join(f'{m:.1f}' for m in maes)} HU")
+        per_seed = name / "study" / "fidelity.json"  # written by `daseg study`; `--resume` adds it to older studies
+        if not per_seed.exists():
+            raise SystemExit(f"{per_seed} is missing: run `daseg study STUDY.toml --resume` once (nothing retrains)")
+        maes = ", ".join(
+            f"{r['variation']} seed {r['seed']}: {r['synct_mae_hu']:.1f}" for r in json.loads(per_seed.read_text())
+        )
+        print(f"{name.name}: SynCT MAE (HU) {maes}")
 
 
 if __name__ == "__main__":

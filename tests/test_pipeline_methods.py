@@ -5,9 +5,11 @@ predict`), and studies over seeds."""
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -109,6 +111,17 @@ def test_study_over_seeds_with_baselines(tmp_path: Path, tiny_config) -> None:
     assert all(row["seeds"] == 2 for row in table.values())
     assert table["oracle"]["ratio_to_oracle"] == 1.0 and table["oracle"]["synct_mae_hu"] is None
     assert table["cycle_loss=ssim"]["synct_mae_hu"] > 0
+    # each translator's MAE, per seed, beside the table's median
+    per_seed = json.loads((result.run_dir / "study" / "fidelity.json").read_text())
+    assert [(r["variation"], r["seed"]) for r in per_seed] == [
+        ("cycle_loss=mse", 1),
+        ("cycle_loss=ssim", 1),
+        ("cycle_loss=mse", 2),
+        ("cycle_loss=ssim", 2),
+    ]
+    ssim = [r["synct_mae_hu"] for r in per_seed if r["variation"] == "cycle_loss=ssim"]
+    median = float(np.median(ssim))
+    assert table["cycle_loss=ssim"]["synct_mae_hu"] == pytest.approx(median, abs=0.051)  # the table rounds to 0.1 HU
     assert 0 <= table["cycle_loss=ssim"]["p_vs_first_holm"] <= 1
     cases = {r["case"] for r in result.rows if r["method"] == "oracle" and r["test"] == "CT"}
     assert len(cases) == 4 and {c.split("/")[0] for c in cases} == {"s1", "s2"}  # 2 evaluation CTs x 2 seeds
