@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
+# scipy.stats is imported inside each function that uses it: it takes seconds to import, and most commands
+# (`daseg --help`, `plugins`, `validate`, `predict`) never test anything.
 from da_seg.tables import fmt, to_html, to_markdown
 
 
@@ -56,6 +57,8 @@ def bootstrap_ci(
     ``scipy.stats.bootstrap(method="percentile")`` seeded with ``seed`` (the same inputs give the same interval).
     One value gives a zero-width interval; no values give NaNs.
     """
+    from scipy import stats
+
     array = _values(values)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -99,6 +102,8 @@ def rank_biserial_paired(a: Sequence[float], b: Sequence[float]) -> float:
     ``R+`` and ``R-`` are the sums of the ranks of ``|a - b|`` (zero differences dropped, ties averaged) over the
     positive and negative differences (Kerby 2014). +1: ``a`` larger in every pair; 0 when all differences are zero.
     """
+    from scipy import stats
+
     d = _values(a) - _values(b)
     d = d[d != 0]
     if d.size == 0:
@@ -115,6 +120,8 @@ def wilcoxon_paired(a: Sequence[float], b: Sequence[float]) -> TestResult:
     distribution for small samples without ties); ``effect_size`` is `rank_biserial_paired`. When every difference
     is zero there is nothing to test: statistic 0, p = 1.0, effect 0.
     """
+    from scipy import stats
+
     x, y = _values(a), _values(b)
     if x.shape != y.shape:
         raise ValueError(f"paired samples need equal lengths, got {x.size} and {y.size}")
@@ -132,6 +139,8 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> TestResult:
     ``effect_size`` is the rank-biserial correlation ``2 U / (n_a n_b) - 1`` (+1: every ``a`` exceeds every ``b``).
     An empty sample gives p = NaN.
     """
+    from scipy import stats
+
     x, y = _values(a), _values(b)
     if x.size == 0 or y.size == 0:
         return TestResult(math.nan, math.nan, math.nan, int(x.size + y.size))
@@ -155,6 +164,8 @@ def friedman(table: Mapping[str, Sequence[float]]) -> TestResult:
     ``effect_size`` is Kendall's W ``= chi2 / (n (k - 1))`` in [0, 1] (n cases, k methods). When every case ties
     all methods, statistic 0, p = 1.0, W = 0.
     """
+    from scipy import stats
+
     _, values = _table(table)
     n, k = values.shape
     if k < 3:
@@ -312,6 +323,8 @@ def comparison_section(comparison: Mapping[str, Any], title: str | None = None) 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation ``scipy.stats.spearmanr(x, y)``; NaN (without scipy's warning) for fewer than
     two points or a constant input, where no ranking exists."""
+    from scipy import stats
+
     a, b = _values(x), _values(y)
     if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return math.nan

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -187,3 +189,19 @@ def test_a_failed_plugins_message_keeps_its_square_brackets(monkeypatch) -> None
     monkeypatch.setattr(plugins, "failed_plugins", lambda: {"bad": "SyntaxError in exp[v2]/plugin.py"})
     result = invoke("plugins")
     assert result.exit_code == 0 and "failed plugin 'bad': SyntaxError in exp[v2]/plugin.py" in result.output
+
+
+def test_commands_that_train_nothing_do_not_import_the_model_zoos() -> None:
+    """smp (with timm and torchvision) and scipy.stats took ~7 s of every command's start; they load on first use."""
+    code = (
+        "import sys\n"
+        "from da_seg.cli import main\n"
+        "sys.argv = ['daseg', 'plugins']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('segmentation_models_pytorch', 'timm', 'torchvision', 'scipy.stats')\n"
+        "print('LOADED', sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "smp" in result.stdout  # still registered, and buildable on demand
+    assert "LOADED []" in result.stdout
