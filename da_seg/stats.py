@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from da_seg.tables import fmt, to_html, to_markdown
+
 # scipy.stats is imported inside each function that uses it: it takes seconds to import, and most commands
 # (`daseg --help`, `plugins`, `validate`, `predict`) never test anything.
-from da_seg.tables import fmt, to_html, to_markdown
 
 
 @dataclass(frozen=True)

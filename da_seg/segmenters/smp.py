@@ -106,8 +106,9 @@ def smp(
             f"smp encoder_weights = {encoder_weights!r}: da_seg never downloads weights; give a local "
             f"{'/'.join(_WEIGHT_SUFFIXES)} file with the encoder's state dict, or leave it unset"
         )
-    import segmentation_models_pytorch as smp_lib  # here, not at the top: it pulls in timm and torchvision (~7 s of
-    # every `daseg` command's start on a slow disk), which only an smp model needs
+    # Imported here, not at the top: it pulls in timm and torchvision (4.8 s of every `daseg` command's start on a
+    # 2-core test machine), which only an smp model needs.
+    import segmentation_models_pytorch as smp_lib
 
     if arch.lower() in ("unet", "unetplusplus") and encoder_depth != 5 and "decoder_channels" not in kwargs:
         kwargs["decoder_channels"] = _DEFAULT_DECODER[-encoder_depth:]
