@@ -262,7 +262,6 @@ def run_study(path: str | Path, *, resume: bool = False, force: bool = False) ->
     stages = Stages(run_dir, resume=True, keyed=True)
     rows: list[dict[str, Any]] = []
     fidelity: dict[tuple[int, int], float] = {}
-    per_translator: list[dict[str, Any]] = []  # each seed's SynCT MAE, which the table's median hides
     for i, config in runs:
         stages_i = Stages(run_dir, resume=True, keyed=True)
         up = prepare_upstream(config, stages_i)
@@ -282,12 +281,15 @@ def run_study(path: str | Path, *, resume: bool = False, force: bool = False) ->
         mae = [r["mae_hu"] for r in synct_fidelity(up)]
         if mae:
             fidelity[(i, config.seed)] = float(np.mean(mae))
-            per_translator.append({"variation": label, "seed": config.seed, "synct_mae_hu": fidelity[(i, config.seed)]})
         stages.timings.update({f"{k}{tag}": v for k, v in stages_i.timings.items()})
     table = _study_table(rows, fidelity, _target_modality(runs[0][1]))
     _write_tables(run_dir / "study", table)
     write_json(run_dir / "study" / "rows.json", rows)
-    write_json(run_dir / "study" / "fidelity.json", per_translator)
+    per_seed = [  # each translator's SynCT MAE per seed, which the table's median hides
+        {"variation": _label(variations[i], spec.grid), "seed": seed, "synct_mae_hu": mae}
+        for (i, seed), mae in fidelity.items()
+    ]
+    write_json(run_dir / "study" / "fidelity.json", per_seed)
     report = _study_report(run_dir, table, rows, runs[0][1])
     return StudyResult(run_dir, table, rows, report)
 

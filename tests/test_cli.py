@@ -192,7 +192,7 @@ def test_a_failed_plugins_message_keeps_its_square_brackets(monkeypatch) -> None
 
 
 def test_commands_that_train_nothing_do_not_import_the_model_zoos() -> None:
-    """smp (with timm and torchvision) and scipy.stats took ~7 s of every command's start; they load on first use."""
+    """smp (with timm and torchvision) and scipy.stats took half of every command's start; they load on first use."""
     code = (
         "import sys\n"
         "from da_seg.cli import main\n"
