@@ -46,22 +46,41 @@ def _from_unit(array: np.ndarray, low: float, high: float) -> np.ndarray:
 class CTWindow:
     """Clip Hounsfield units to ``[low, high]`` and map linearly to [-1, 1]; exact inverse inside the window.
 
+    With ``tail_high`` (ours, not the paper's) the window keeps a compressed bone tail: ``low..high`` maps to the
+    first ``1 - tail_share`` of the range and ``high..tail_high`` to the rest, so a SynCT can carry bone above
+    ``high`` while soft tissue keeps nearly all its contrast (a wider linear window squeezes it: docs/translators.md).
+
     Args:
         low: lower window edge in HU (default -500, as in the paper); None with ``high=None`` turns the window off
             (full range -1024..3071 HU).
         high: upper window edge in HU (default 500).
         check: refuse volumes that do not look like HU (see `check`).
+        tail_high: upper end in HU of the compressed tail above ``high`` (default None: no tail, clip at ``high``).
+        tail_share: the share of the [-1, 1] range the tail gets (default 0.1).
     """
 
     padding_value = -1.0
 
-    def __init__(self, low: float | None = -500.0, high: float | None = 500.0, check: bool = True) -> None:
+    def __init__(
+        self,
+        low: float | None = -500.0,
+        high: float | None = 500.0,
+        check: bool = True,
+        tail_high: float | None = None,
+        tail_share: float = 0.1,
+    ) -> None:
         if (low is None) != (high is None):
             raise ConfigError("ct_window: give both low and high, or neither (window off)")
         low, high = CT_FULL_RANGE if low is None else (float(low), float(high))  # type: ignore[arg-type]
         if high <= low:
             raise ConfigError(f"ct_window: high ({high}) must be above low ({low})")
+        if tail_high is not None and not (tail_high > high and 0.0 < tail_share < 1.0):
+            raise ConfigError(
+                f"ct_window: tail_high ({tail_high}) must be above high ({high}) and tail_share ({tail_share}) "
+                "between 0 and 1"
+            )
         self.low, self.high, self.checks = low, high, bool(check)
+        self.tail_high, self.tail_share = (None, 0.0) if tail_high is None else (float(tail_high), float(tail_share))
 
     def check(self, array: np.ndarray, source: str) -> None:
         """Refuse a volume that cannot be a CT in Hounsfield units.
@@ -84,22 +103,36 @@ class CTWindow:
     @property
     def settings(self) -> dict[str, Any]:
         """What the output depends on (for cache keys)."""
-        return {"name": "ct_window", "low": self.low, "high": self.high}
+        tail = {} if self.tail_high is None else {"tail_high": self.tail_high, "tail_share": self.tail_share}
+        return {"name": "ct_window", "low": self.low, "high": self.high, **tail}
 
     def fit(self, array: np.ndarray) -> dict[str, float]:
         """No per-volume statistics: a window is fixed in HU."""
         return {}
 
     def forward(self, array: np.ndarray, stats: dict[str, float] | None = None) -> np.ndarray:
-        """HU -> [-1, 1] (values outside the window are clipped)."""
-        return _to_unit(array, self.low, self.high)
+        """HU -> [-1, 1] (values outside the window, tail included, are clipped)."""
+        if self.tail_high is None:
+            return _to_unit(array, self.low, self.high)
+        return np.interp(np.asarray(array, np.float32), self._knots_hu, self._knots_unit).astype(np.float32)
 
     def inverse(self, array: np.ndarray, stats: dict[str, float] | None = None) -> np.ndarray:
         """[-1, 1] -> HU, exact for values that were inside the window."""
-        return _from_unit(array, self.low, self.high)
+        if self.tail_high is None:
+            return _from_unit(array, self.low, self.high)
+        return np.interp(np.asarray(array, np.float32), self._knots_unit, self._knots_hu).astype(np.float32)
+
+    @property
+    def _knots_hu(self) -> list[float]:
+        return [self.low, self.high, self.tail_high]  # type: ignore[list-item]
+
+    @property
+    def _knots_unit(self) -> list[float]:
+        return [-1.0, 1.0 - 2.0 * self.tail_share, 1.0]
 
     def __repr__(self) -> str:
-        return f"CTWindow(low={self.low}, high={self.high})"
+        tail = "" if self.tail_high is None else f", tail_high={self.tail_high}, tail_share={self.tail_share}"
+        return f"CTWindow(low={self.low}, high={self.high}{tail})"
 
 
 class MRPercentile:
@@ -164,14 +197,20 @@ class MRPercentile:
 
 
 def ct_window(
-    low: float | None = -500.0, high: float | None = 500.0, off: bool = False, check: bool = True
+    low: float | None = -500.0,
+    high: float | None = 500.0,
+    off: bool = False,
+    check: bool = True,
+    tail_high: float | None = None,
+    tail_share: float = 0.1,
 ) -> CTWindow:
     """CT window preset (registered as ``ct_window``).
 
     ``off=True`` (config ``{name = "ct_window", off = true}``; TOML has no null) or ``low=high=None`` turns the window
     off: the full -1024..3071 HU range maps to [-1, 1]. ``check=False`` accepts volumes that do not look like HU.
+    ``tail_high`` adds a compressed tail above ``high`` (`CTWindow`).
     """
-    return CTWindow(None, None, check) if off else CTWindow(low, high, check)
+    return CTWindow(None, None, check) if off else CTWindow(low, high, check, tail_high, tail_share)
 
 
 def mr_percentile(lower: float = 0.5, upper: float = 99.5, check: bool = True) -> MRPercentile:

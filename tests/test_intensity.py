@@ -47,11 +47,36 @@ def test_ct_window_off_uses_the_full_range() -> None:
     np.testing.assert_allclose(off.forward(np.array([-1024.0, 3071.0])), [-1, 1])
 
 
+def test_ct_window_tail_compresses_bone_above_the_window_and_inverts_exactly() -> None:
+    window = INTENSITIES.build(
+        {"name": "ct_window", "low": -500.0, "high": 500.0, "tail_high": 1500.0, "tail_share": 0.1}
+    )
+    hu = np.array([-1000.0, -500.0, 0.0, 500.0, 1000.0, 1500.0, 3000.0])
+    np.testing.assert_allclose(window.forward(hu), [-1.0, -1.0, -0.1, 0.8, 0.9, 1.0, 1.0], atol=1e-6)
+    inside = np.arange(-500, 1501, dtype=np.float32)  # every integer HU in the window and its tail
+    assert np.array_equal(np.rint(window.inverse(window.forward(inside))), inside)
+    assert window.settings == {
+        "name": "ct_window",
+        "low": -500.0,
+        "high": 500.0,
+        "tail_high": 1500.0,
+        "tail_share": 0.1,
+    }
+
+
+def test_ct_window_without_a_tail_keeps_its_settings_so_caches_stay_valid() -> None:
+    assert CTWindow(-500, 500).settings == {"name": "ct_window", "low": -500.0, "high": 500.0}
+
+
 def test_bad_windows_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="above low"):
         CTWindow(100, 100)
     with pytest.raises(ConfigError, match="both low and high"):
         CTWindow(None, 100)
+    with pytest.raises(ConfigError, match="tail_high"):
+        CTWindow(-500, 500, tail_high=400)
+    with pytest.raises(ConfigError, match="tail_share"):
+        CTWindow(-500, 500, tail_high=1500, tail_share=1.0)
     with pytest.raises(ConfigError, match="lower < upper"):
         MRPercentile(99, 1)
 

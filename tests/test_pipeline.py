@@ -98,7 +98,8 @@ def test_resume_reuses_finished_stages(finished) -> None:
 
 def test_kill_during_translator_training_then_resume(tmp_path: Path, tiny_config) -> None:
     """SIGKILL while the CycleGAN trains; --resume continues from its checkpoint and finishes the run."""
-    config = tiny_config(tmp_path, "killed", gan_epochs=6, gan_iterations=4)
+    # no baseline reads the translator: the SynCT segmenter alone shows what the resume did
+    config = tiny_config(tmp_path, "killed", baselines="[]", gan_epochs=6, gan_iterations=4)
     cmd = [sys.executable, "-m", "da_seg", "run", str(config)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     work = tmp_path / "runs/killed/translator/work"
@@ -119,7 +120,8 @@ def test_kill_during_translator_training_then_resume(tmp_path: Path, tiny_config
     assert sorted(set(epochs)) == [1, 2, 3, 4, 5, 6]
     assert epochs.count(1) == 1  # the checkpointed epoch was not trained again
     # and the interrupted run ends with the same metrics as an uninterrupted one (same config, same seed)
-    straight = run_pipeline(load_config(tiny_config(tmp_path / "straight", "killed", gan_epochs=6, gan_iterations=4)))
+    straight_config = tiny_config(tmp_path / "straight", "killed", baselines="[]", gan_epochs=6, gan_iterations=4)
+    straight = run_pipeline(load_config(straight_config))
     resumed_rows = json.loads((tmp_path / "runs/killed/evaluation/metrics.json").read_text())
     drop = {"seconds"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed_rows] == [
@@ -145,7 +147,8 @@ def test_label_free_selection_and_audit_in_the_report(tmp_path: Path, tiny_confi
 
 def test_ctrl_c_during_translator_training_then_resume(tmp_path: Path, tiny_config) -> None:
     """SIGINT stops the run (exit 130, one line saying how to continue); --resume finishes from the checkpoint."""
-    config = tiny_config(tmp_path, "interrupted", gan_epochs=6, gan_iterations=4)
+    # no baseline reads the translator: the SynCT segmenter alone shows what the resume did
+    config = tiny_config(tmp_path, "interrupted", baselines="[]", gan_epochs=6, gan_iterations=4)
     cmd = [sys.executable, "-m", "da_seg", "run", str(config)]
     # a terminal's Ctrl-C, also when pytest itself runs as a background job (which inherits SIGINT ignored)
     proc = subprocess.Popen(
