@@ -25,9 +25,14 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# Torch threads per test process: two, or the cores' share of each when pytest-xdist runs several processes (two
+# processes of two threads on two cores ran ~3x slower than one thread each).
+THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads() -> None:
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(min(THREADS, torch.get_num_threads()))
 
 
 TINY_CONFIG = """
@@ -60,7 +65,7 @@ context = 1
 
 [runtime]
 device = "cpu"
-threads = 2  # not "auto": runs compared bit for bit (determinism, resume) need one thread count
+threads = {threads}  # not "auto": runs compared bit for bit (determinism, resume) need one thread count
 """
 
 
@@ -119,6 +124,7 @@ def tiny_config(tiny_phantom: Path):
                 gan_epochs=gan_epochs,
                 gan_iterations=gan_iterations,
                 seg_epochs=seg_epochs,
+                threads=THREADS,
             )
         )
         return path
