@@ -123,6 +123,7 @@ def test_kill_during_translator_training_then_resume(tmp_path: Path, tiny_config
     straight_config = tiny_config(tmp_path / "straight", "killed", baselines="[]", gan_epochs=6, gan_iterations=4)
     straight = run_pipeline(load_config(straight_config))
     resumed_rows = json.loads((tmp_path / "runs/killed/evaluation/metrics.json").read_text())
+    assert {row["method"] for row in resumed_rows} == {"synct"}  # rows to compare, and only the translator's method
     drop = {"seconds"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed_rows] == [
         {k: v for k, v in r.items() if k not in drop} for r in straight.metrics
