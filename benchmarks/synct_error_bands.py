@@ -3,7 +3,7 @@
 Why: the pipeline reports one MAE per subject (`da_seg.pipeline.evaluation.synct_fidelity`). To know which lever
 could lower it, one needs to know which tissue carries it: fat and muscle (where the phantom's scanner noise sets a
 floor), or bone, part of which the CT window (-500..500 HU) cuts off whatever the translator does. This reads a run's
-`synct/*.nii.gz`, scores them through the same path as the fidelity stage (the true CT resampled to the SynCT's grid,
+`synct/*.nii.gz`, takes the fidelity stage's own voxels (`fidelity_pair`: the true CT resampled to the SynCT's grid,
 inside the body and the common grid's crop) and prints, per band: the share of voxels, the band's MAE and signed
 error, and its contribution to the overall MAE (they add up to it). ``--window-floor`` adds the contribution the
 window alone costs: the true CT clipped to the window against itself.
@@ -24,9 +24,8 @@ import numpy as np
 
 from da_seg.api import get_task
 from da_seg.config import Config
-from da_seg.geometry import resample_to
 from da_seg.pipeline.dataset import prepare_dataset, resolve_data
-from da_seg.volume import read_volume
+from da_seg.pipeline.evaluation import fidelity_pair
 
 BANDS = [(-400, -150), (-150, -30), (-30, 30), (30, 100), (100, 250), (250, 500), (500, None)]
 
@@ -38,14 +37,10 @@ def voxels(run: Path) -> tuple[np.ndarray, np.ndarray]:
     dataset = prepare_dataset(config, task, resolve_data(config, task), config.data.cache or run / "cache")
     synct, truth = [], []
     for case in dataset.source_train + dataset.source_test:
-        if case.id not in dataset.paired_target:
-            continue
-        s = read_volume(run / "synct" / f"{case.id}.nii.gz")
-        t = resample_to(read_volume(dataset.paired_target[case.id]), s)
-        inside = dataset.target_domain.restore(np.ones(case.image.shape, np.uint8), case, mask=True).array > 0
-        body = (t.array > -400) & inside
-        synct.append(s.array[body])
-        truth.append(t.array[body])
+        if case.id in dataset.paired_target:
+            s, t, body = fidelity_pair(dataset, run / "synct", case)
+            synct.append(s[body])
+            truth.append(t[body])
     return np.concatenate(synct).astype(np.float64), np.concatenate(truth).astype(np.float64)
 
 

@@ -202,6 +202,17 @@ def write_metrics(folder: Path, rows: list[dict[str, Any]]) -> None:
     write_csv(folder / "metrics.csv", rows)
 
 
+def fidelity_pair(dataset: Dataset, synct_dir: Path, case: PreparedCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A paired subject's SynCT and true target image in target units on the SynCT's grid, and the voxels fidelity
+    is scored on (inside the body and the common grid's crop)."""
+    # compare on the source grid: the true target image usually covers a larger field of view
+    synct = read_volume(synct_dir / f"{case.id}.nii.gz")
+    truth = resample_to(read_volume(dataset.paired_target[case.id]), synct)
+    # only where a SynCT was synthesised: the common grid's in-plane crop of the source image
+    inside = dataset.target_domain.restore(np.ones(case.image.shape, np.uint8), case, mask=True).array > 0
+    return synct.array, truth.array, (truth.array > -400) & inside
+
+
 def synct_fidelity(up: Upstream) -> list[dict[str, Any]]:
     """SynCT vs the true target image of the same subject (paired phantoms), in target units, inside the body."""
     dataset = up.dataset
@@ -213,15 +224,10 @@ def synct_fidelity(up: Upstream) -> list[dict[str, Any]]:
         for case in dataset.source_train + dataset.source_test:
             if case.id not in dataset.paired_target:
                 continue
-            # compare on the source grid: the true target image usually covers a larger field of view
-            synct = read_volume(up.synct_dir / f"{case.id}.nii.gz")
-            truth = resample_to(read_volume(dataset.paired_target[case.id]), synct)
-            # only where a SynCT was synthesised: the common grid's in-plane crop of the source image
-            inside = dataset.target_domain.restore(np.ones(case.image.shape, np.uint8), case, mask=True).array > 0
-            body = (truth.array > -400) & inside
+            synct, truth, body = fidelity_pair(dataset, up.synct_dir, case)
             row = {"case": case.id}
             for name in ("mae_hu", "mean_error_hu", "psnr", "ssim"):
-                row[name] = float(METRICS.get(name)(synct.array, truth.array, mask=body))
+                row[name] = float(METRICS.get(name)(synct, truth, mask=body))
             rows.append(row)
         write_json(folder / "fidelity.json", rows)
 
