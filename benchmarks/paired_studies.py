@@ -19,15 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from da_seg.stats import wilcoxon_paired
+from da_seg.study import per_seed_means
 
 
 def _by_case(rows: list[dict], method: str, test: str) -> dict[tuple[int, str], float]:
     return {(r["seed"], r["case"]): r["dice"] for r in rows if r["method"] == method and r["test"] == test}
-
-
-def _seed_means(values: dict[tuple[int, str], float]) -> dict[int, float]:
-    seeds = sorted({s for s, _ in values})
-    return {s: float(np.mean([v for (t, _), v in values.items() if t == s])) for s in seeds}
 
 
 def main() -> None:
@@ -37,16 +33,17 @@ def main() -> None:
     parser.add_argument("--test", default="CT", help="the evaluation test set's name in the rows (default CT)")
     args = parser.parse_args()
     rows = {name: json.loads((name / "study" / "rows.json").read_text()) for name in (args.a, args.b)}
-    oracle = {name: _seed_means(_by_case(r, "oracle", args.test)) for name, r in rows.items()}
+    oracle = {name: per_seed_means(r, "oracle", args.test) for name, r in rows.items()}
     methods = [m for m in dict.fromkeys(r["method"] for r in rows[args.a]) if m in {r["method"] for r in rows[args.b]}]
     for method in methods:
         a, b = (_by_case(rows[name], method, args.test) for name in (args.a, args.b))
         common = sorted(set(a) & set(b))
         if not common:
             continue
+        shared = set(common)
         print(f"## {method} ({len(common)} pairs)")
-        for name, values in ((args.a, a), (args.b, b)):
-            means = _seed_means({k: values[k] for k in common})
+        for name in (args.a, args.b):
+            means = per_seed_means([r for r in rows[name] if (r["seed"], r["case"]) in shared], method, args.test)
             ratios = [v / oracle[name][s] for s, v in means.items() if oracle[name].get(s)]
             ratio = f"{np.median(ratios):.3f}" if ratios else "-"
             per_seed = ", ".join(f"{v:.3f}" for v in means.values())

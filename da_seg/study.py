@@ -301,7 +301,9 @@ def _target_modality(config: Config) -> str:
     return get_task(config).target_modality
 
 
-def _per_seed_means(rows: list[dict[str, Any]], method: str, test: str) -> dict[int, float]:
+def per_seed_means(rows: list[dict[str, Any]], method: str, test: str) -> dict[int, float]:
+    """A method's mean Dice on ``test`` per seed, from a study's rows (``study/rows.json``): the unit its
+    ratios to the oracle are taken over."""
     seeds = sorted({r["seed"] for r in rows if r["method"] == method and r["test"] == test})
     return {
         s: float(np.mean([r["dice"] for r in rows if r["method"] == method and r["test"] == test and r["seed"] == s]))
@@ -318,11 +320,11 @@ def _study_table(
     methods = list(dict.fromkeys(r["method"] for r in rows))
     first = methods[0] if methods else ""
     p_values = p_vs_first(rows, first, target) if len(methods) > 1 else {}
-    oracle = _per_seed_means(rows, "oracle", target)
+    oracle = per_seed_means(rows, "oracle", target)
     table = []
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
-        per_seed = _per_seed_means(rows, method, target)
+        per_seed = per_seed_means(rows, method, target)
         ratios = [v / oracle[s] for s, v in per_seed.items() if oracle.get(s)]
         variation = {r["variation"] for r in mine}
         mae = [fidelity[(v, s)] for v in variation for s in per_seed if (v, s) in fidelity]

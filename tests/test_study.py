@@ -10,7 +10,19 @@ from typer.testing import CliRunner
 from da_seg.cli import app
 from da_seg.errors import ConfigError
 from da_seg.pipeline import train_methods
-from da_seg.study import load_study, parse_segmenter, run_study, study_run
+from da_seg.study import load_study, parse_segmenter, per_seed_means, run_study, study_run
+
+
+def test_per_seed_means_averages_each_seeds_cases_of_one_method_and_test() -> None:
+    rows = [
+        {"method": "synct", "test": "CT", "seed": 0, "dice": 0.5},
+        {"method": "synct", "test": "CT", "seed": 0, "dice": 0.7},
+        {"method": "synct", "test": "CT", "seed": 1, "dice": 0.9},
+        {"method": "synct", "test": "SynCT", "seed": 1, "dice": 0.1},
+        {"method": "oracle", "test": "CT", "seed": 1, "dice": 0.2},
+    ]
+    assert per_seed_means(rows, "synct", "CT") == pytest.approx({0: 0.6, 1: 0.9})
+    assert per_seed_means(rows, "oracle", "SynCT") == {}
 
 
 def test_parse_segmenter() -> None:
