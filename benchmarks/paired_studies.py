@@ -37,10 +37,10 @@ def main() -> None:
     methods = [m for m in dict.fromkeys(r["method"] for r in rows[args.a]) if m in {r["method"] for r in rows[args.b]}]
     for method in methods:
         a, b = (_by_case(rows[name], method, args.test) for name in (args.a, args.b))
-        common = sorted(set(a) & set(b))
+        shared = set(a) & set(b)
+        common = sorted(shared)
         if not common:
             continue
-        shared = set(common)
         print(f"## {method} ({len(common)} pairs)")
         for name in (args.a, args.b):
             means = per_seed_means([r for r in rows[name] if (r["seed"], r["case"]) in shared], method, args.test)

@@ -24,17 +24,22 @@ import numpy as np
 
 from da_seg.api import get_task
 from da_seg.config import Config
-from da_seg.pipeline.dataset import prepare_dataset, resolve_data
+from da_seg.pipeline.dataset import Dataset, prepare_dataset, resolve_data
 from da_seg.pipeline.evaluation import fidelity_pair
 
 BANDS = [(-400, -150), (-150, -30), (-30, 30), (30, 100), (100, 250), (250, 500), (500, None)]
 
 
-def voxels(run: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(SynCT, true CT) in HU at the voxels the fidelity stage averages over, all subjects together."""
+def run_dataset(run: Path) -> Dataset:
+    """A finished run's prepared data, rebuilt from its config.json (from the run's cache when it has one)."""
     config = Config.model_validate(json.loads((run / "config.json").read_text()))
     task = get_task(config)
-    dataset = prepare_dataset(config, task, resolve_data(config, task), config.data.cache or run / "cache")
+    return prepare_dataset(config, task, resolve_data(config, task), config.data.cache or run / "cache")
+
+
+def voxels(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(SynCT, true CT) in HU at the voxels the fidelity stage averages over, all subjects together."""
+    dataset = run_dataset(run)
     synct, truth = [], []
     for case in dataset.source_train + dataset.source_test:
         if case.id in dataset.paired_target:

@@ -15,26 +15,20 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from synct_error_bands import run_dataset  # the same run data as the error-band benchmark
 
-from da_seg.api import get_task
-from da_seg.config import Config
-from da_seg.pipeline.dataset import prepare_dataset, resolve_data
+from da_seg.pipeline.dataset import Dataset
 from da_seg.pipeline.evaluation import fidelity_pair
 
-IN_PLANE = np.zeros((1, 3, 3), bool)
-IN_PLANE[0] = True
+IN_PLANE = np.ones((1, 3, 3), bool)  # dilate within each axial slice
 
 
-def scores(run: Path, synct_dir: Path) -> np.ndarray:
+def scores(dataset: Dataset, synct_dir: Path) -> np.ndarray:
     """Per subject: contrast (SynCT, true), sd inside (SynCT, true), MAE inside, in the shell, in the body."""
-    config = Config.model_validate(json.loads((run / "config.json").read_text()))
-    task = get_task(config)
-    dataset = prepare_dataset(config, task, resolve_data(config, task), config.data.cache or run / "cache")
     rows = []
     for case in dataset.source_train + dataset.source_test:
         if case.id not in dataset.paired_target or case.mask is None:
@@ -62,8 +56,9 @@ def main() -> None:
     args = parser.parse_args()
     print("SynCT folder | MAE body | contrast SynCT / true | sd inside SynCT / true | MAE inside / shell (HU)")
     for run in args.runs:
+        dataset = run_dataset(run)  # once per run: a study's SynCT folders share its data
         for synct_dir in sorted(d for d in run.glob("synct*") if d.is_dir()):
-            r = scores(run, synct_dir).mean(axis=0)
+            r = scores(dataset, synct_dir).mean(axis=0)
             print(
                 f"{run.name}/{synct_dir.name} | {r[6]:.1f} | {r[0]:+.1f} / {r[1]:+.1f} | {r[2]:.1f} / {r[3]:.1f} | "
                 f"{r[4]:.1f} / {r[5]:.1f}"
