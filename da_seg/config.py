@@ -31,6 +31,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def mirrors_left_right(specs: Any) -> bool:
+    """Whether augmentation ``specs`` flip images left-right, so a model trained with them knows mirrored input: what
+    test-time flip averaging (`segmentation.tta_flip`, a translator's ``tta_flip``) relies on."""
+    tables = [{"name": s} if isinstance(s, str) else s for s in specs or ()]
+    return any(t.get("name") == "flip" and t.get("horizontal", True) and t.get("p", 0.5) > 0 for t in tables)
+
+
 def _needs_name(spec: Any) -> Any:
     if isinstance(spec, str):
         return {"name": spec}
@@ -186,8 +193,7 @@ class SegmentationConfig(Strict):
     def _tta_flip_needs_flipped_training(self) -> SegmentationConfig:
         """A segmenter never shown mirrored images predicts nonsense on them where anatomy is lateralised (the
         cardiac phantom's mean Dice fell from 0.58 to 0.13 with ``tta_flip``): refuse the combination."""
-        flips = any(a.get("name") == "flip" and a.get("horizontal", True) for a in self.augment)
-        if self.tta_flip and not flips:
+        if self.tta_flip and not mirrors_left_right(self.augment):
             raise ValueError(
                 "tta_flip averages with the prediction on the left-right mirrored image, but segmentation.augment "
                 "has no left-right flip, so the segmenter never saw mirrored images (on lateralised anatomy, e.g. "

@@ -49,6 +49,10 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
             'task = "t"\n[segmentation]\ntta_flip = true\naugment = [{ name = "flip", horizontal = false }]\n',
             "has no left-right flip",
         ),
+        (  # a flip that never fires shows no mirrored images either
+            'task = "t"\n[segmentation]\ntta_flip = true\naugment = [{ name = "flip", p = 0.0 }]\n',
+            "has no left-right flip",
+        ),
         ('task = "t"\nbaselines = ["two_way"]\n', 'add "no_adaptation" to baselines'),
     ],
 )

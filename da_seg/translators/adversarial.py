@@ -3,10 +3,11 @@ variant and CUT differ only in their networks and in what one training step comp
 
 Slices are sampled from volumes preloaded on the training device (`SliceBank`), augmented there with kornia
 (`build_augmentation`, per domain; both domains in one call when their specs match) and optionally cropped to
-``image_size`` (in the same warp). A subclass defines `networks` (every
-module trained and checkpointed), `parameter_groups` (generator side, discriminator side: one Adam each) and
-`train_step`; `fit` does the rest: seeding, optimizers and the learning-rate schedule (constant, then linear decay
-to zero over the last ``decay_epochs`` epochs, CycleGAN's), image pools, checkpoints, resume, logs and sample grids.
+``image_size`` (in the same warp). A subclass defines `networks` (every module trained and checkpointed),
+`parameter_groups` (generator side, discriminator side: one Adam each) and `train_step`; `fit` does the rest:
+seeding, optimizers and the learning-rate schedule (constant, then linear decay to zero over the last
+``decay_epochs`` epochs, CycleGAN's), image pools, checkpoints, resume, logs and sample grids. With ``tta_flip``
+(ours) a volume translates as the mean of its translation and that of its left-right mirror, mirrored back.
 
 ``workdir`` (optional) receives: ``last/`` (weights of all networks, optimizers, image pools and RNG
 state: `fit` resumes from it and continues from the saved epoch), ``epoch_NNNN/`` snapshots (the newest
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 
 from da_seg.augment import build_augmentation
 from da_seg.checkpoints import load_checkpoint, load_state, save_checkpoint
+from da_seg.config import mirrors_left_right
 from da_seg.distributed import barrier, dist_info, is_main, shard
 from da_seg.errors import ConfigError, DataError
 from da_seg.files import read_json
@@ -84,6 +86,8 @@ class AdversarialTranslator(ABC):
             raise ConfigError(f"decay_epochs must be in [0, epochs={epochs}], got {decay}")
         if config.get("ema") is not None:
             WeightAverage.check(config["ema"], f"{self.name} ema")
+        if config.get("tta_flip") and not mirrors_left_right(config["source_augment"]):
+            raise ConfigError(f"{self.name} tta_flip needs a left-right flip in source_augment (mirrored input)")
         if config["image_size"] is not None and config["image_size"] < 1:
             raise ConfigError(f"{self.name} image_size must be >= 1, got {config['image_size']}")
         config["betas"] = list(config["betas"])
@@ -201,14 +205,7 @@ class AdversarialTranslator(ABC):
         opt_g = adam(gen_params, lr=cfg["lr"], betas=tuple(cfg["betas"]))
         opt_d = adam(disc_params, lr=cfg["lr"], betas=tuple(cfg["betas"]))
         pool = cfg.get("pool_size", 0)
-        state = FitState(
-            opt_g,
-            opt_d,
-            ImagePool(pool),
-            ImagePool(pool),
-            generator,
-            grad_scaler(dev, precision),
-        )
+        state = FitState(opt_g, opt_d, ImagePool(pool), ImagePool(pool), generator, grad_scaler(dev, precision))
         workdir = None if workdir is None else Path(workdir)
         log = None if workdir is None or not main else ScalarLog(workdir / "log.jsonl")
         samples = bank_a.batch(torch.as_tensor(spread(len(bank_a), 4), device=dev))[0]
@@ -381,14 +378,14 @@ class AdversarialTranslator(ABC):
 
     def translate_volume(self, volume: np.ndarray, direction: str = "ab") -> np.ndarray:
         """A whole ``(z, H, W)`` volume through one generator, slice by slice (``"ba"`` needs a ``g_ba``)."""
-        array = check_volume(volume)
-        stacks = torch.as_tensor(stack_25d(array, self.context))
-        batch = self.config["translate_batch"]
-        out = [
-            self.translate_slices(stacks[i : i + batch], direction)[:, self.context].cpu()
-            for i in range(0, len(stacks), batch)
-        ]
-        return torch.cat(out).numpy().astype(np.float32)
+        array, batch = check_volume(volume), self.config["translate_batch"]
+
+        def one(images: np.ndarray) -> np.ndarray:
+            stacks = torch.as_tensor(stack_25d(np.ascontiguousarray(images), self.context))
+            out = [self.translate_slices(stacks[i : i + batch], direction) for i in range(0, len(stacks), batch)]
+            return torch.cat([o[:, self.context].cpu() for o in out]).numpy().astype(np.float32)
+
+        return (one(array) + one(array[..., ::-1])[..., ::-1]) / 2 if self.config.get("tta_flip") else one(array)
 
     def sample_grid(self, images: Tensor, path: Path) -> None:
         """PNG with one row per slice: source | translated [| reconstructed source, when there is a ``g_ba``]."""

@@ -66,8 +66,8 @@ class CUT(AdversarialTranslator):
         width, blocks: ResNet generator base width and residual blocks.
         disc_width, disc_layers: PatchGAN base width and stride-2 layers.
         image_size, batch_size, epochs, iterations_per_epoch, lr, betas, decay_epochs, context, source_augment,
-        target_augment, sample_every, keep_checkpoints, checkpoint_every, log_every, translate_batch, ema: as in
-            `CycleGAN`.
+        target_augment, sample_every, keep_checkpoints, checkpoint_every, log_every, translate_batch, ema,
+            tta_flip: as in `CycleGAN`.
         nce_weight: weight of the PatchNCE loss (CUT's lambda_NCE).
         nce_identity: also apply PatchNCE to target images through the generator (CUT: yes; FastCUT: no).
         nce_layers: generator layers whose outputs the PatchNCE loss compares (default: CUT's 0, 4, 8, 12, 16,
@@ -108,6 +108,7 @@ class CUT(AdversarialTranslator):
         log_every: int = 10,
         translate_batch: int = 8,
         ema: float | None = None,
+        tta_flip: bool = False,
     ) -> None:
         self._setup({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         encoder = 10 + blocks  # pad, conv, norm, relu, 2 x (conv, norm, relu), the residual blocks

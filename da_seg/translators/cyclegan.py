@@ -66,6 +66,8 @@ class CycleGAN(AdversarialTranslator):
         structure_weight: its weight.
         ema: decay of an exponential moving average of the generators' weights (e.g. 0.999; ours, Yazici et al.
             2019), which then translates and is saved; None translates with the last weights.
+        tta_flip: translate each volume as the mean of its translation and that of its left-right mirror, mirrored
+            back (ours; needs a left-right flip in ``source_augment``). Training is unchanged.
     """
 
     name = "cyclegan"
@@ -99,6 +101,7 @@ class CycleGAN(AdversarialTranslator):
         log_every: int = 10,
         translate_batch: int = 8,
         ema: float | None = None,
+        tta_flip: bool = False,
         structure_loss: LossSpec | None = None,
         structure_weight: float = 1.0,
     ) -> None:

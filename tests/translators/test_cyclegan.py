@@ -239,3 +239,32 @@ def test_ema_outside_zero_one_is_a_config_error() -> None:
     for decay in (0.0, 1.0, 1.5):
         with pytest.raises(ConfigError, match="ema must lie in"):
             TRANSLATORS.build({"name": "cyclegan", "ema": decay})
+
+
+def test_tta_flip_translates_as_the_mean_with_the_mirrored_translation(unpaired, tmp_path) -> None:
+    source, target = unpaired
+    spec = {"name": "cyclegan", **TINY, "epochs": 1, "context": 1, "source_augment": ["flip"]}
+    plain = TRANSLATORS.build(spec).fit(source, target, seed=5)
+    flipped = TRANSLATORS.build({**spec, "tta_flip": True}).fit(source, target, seed=5)
+    a, b = _weights(plain), _weights(flipped)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the option leaves training alone: same weights to the bit
+    volume = source[0]
+    mirrored = plain.translate(volume[..., ::-1].copy())[..., ::-1]
+    expected = (plain.translate(volume) + mirrored) / 2
+    assert np.allclose(flipped.translate(volume), expected, atol=1e-6)
+    assert not np.allclose(expected, plain.translate(volume), atol=1e-4)  # the mirror's translation differs
+    assert np.allclose(
+        flipped.translate_back(volume),
+        (plain.translate_back(volume) + plain.translate_back(volume[..., ::-1].copy())[..., ::-1]) / 2,
+        atol=1e-6,
+    )  # both directions
+    flipped.save(tmp_path / "model")  # the saved model keeps the option: `daseg translate` gives the same SynCT
+    assert np.array_equal(load_translator(tmp_path / "model").translate(volume), flipped.translate(volume))
+
+
+def test_tta_flip_without_a_left_right_flip_in_source_augment_is_a_config_error() -> None:
+    for augment in ([], [{"name": "rotation"}], [{"name": "flip", "horizontal": False}], [{"name": "flip", "p": 0}]):
+        with pytest.raises(ConfigError, match="tta_flip needs a left-right flip in source_augment"):
+            TRANSLATORS.build({"name": "cyclegan", "tta_flip": True, "source_augment": augment})
+    for name in ("cut", "shape_cyclegan"):  # every adversarial translator takes it
+        assert TRANSLATORS.build({"name": name, "tta_flip": True, "source_augment": ["flip"]}).config["tta_flip"]
