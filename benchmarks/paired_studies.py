@@ -6,8 +6,13 @@ translator's crop) is easiest to run as two studies side by side, one CPU thread
 per-seed ratios to each study's own oracle, and the Wilcoxon signed-rank test (``da_seg.stats.wilcoxon_paired``) of
 B against A over the pairs; then each study's SynCT MAE per translator and seed (``study/fidelity.json``).
 
+``--pair A_METHOD:B_METHOD`` (repeatable) compares a method of A with a differently named one of B instead, e.g. the
+paper's SynCT segmenter with a study's best method.
+
 Usage:
     python benchmarks/paired_studies.py runs/prostate_3seeds_best_crop05 runs/prostate_3seeds_best_crop08 [--test CT]
+    python benchmarks/paired_studies.py runs/prostate_3seeds_reference runs/prostate_3seeds_best_crop05 \
+        --pair translator=cyclegan:self_training
 """
 
 from __future__ import annotations
@@ -31,18 +36,22 @@ def main() -> None:
     parser.add_argument("a", type=Path, help="the first study's run folder")
     parser.add_argument("b", type=Path, help="the second study's run folder")
     parser.add_argument("--test", default="CT", help="the evaluation test set's name in the rows (default CT)")
+    parser.add_argument(
+        "--pair", action="append", default=[], metavar="A_METHOD:B_METHOD", help="compare differently named methods"
+    )
     args = parser.parse_args()
     rows = {name: json.loads((name / "study" / "rows.json").read_text()) for name in (args.a, args.b)}
     oracle = {name: per_seed_means(r, "oracle", args.test) for name, r in rows.items()}
     methods = [m for m in dict.fromkeys(r["method"] for r in rows[args.a]) if m in {r["method"] for r in rows[args.b]}]
-    for method in methods:
-        a, b = (_by_case(rows[name], method, args.test) for name in (args.a, args.b))
+    pairs = [tuple(p.split(":", 1)) for p in args.pair] or [(m, m) for m in methods]
+    for pair in pairs:
+        a, b = (_by_case(rows[name], method, args.test) for name, method in zip((args.a, args.b), pair, strict=True))
         shared = set(a) & set(b)
         common = sorted(shared)
         if not common:
             continue
-        print(f"## {method} ({len(common)} pairs)")
-        for name in (args.a, args.b):
+        print(f"## {' vs '.join(dict.fromkeys(pair))} ({len(common)} pairs)")
+        for name, method in zip((args.a, args.b), pair, strict=True):
             means = per_seed_means([r for r in rows[name] if (r["seed"], r["case"]) in shared], method, args.test)
             ratios = [v / oracle[name][s] for s, v in means.items() if oracle[name].get(s)]
             ratio = f"{np.median(ratios):.3f}" if ratios else "-"
