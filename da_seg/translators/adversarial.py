@@ -7,7 +7,7 @@ Slices are sampled from volumes preloaded on the training device (`SliceBank`), 
 `parameter_groups` (generator side, discriminator side: one Adam each) and `train_step`; `fit` does the rest:
 seeding, optimizers and the learning-rate schedule (constant, then linear decay to zero over the last
 ``decay_epochs`` epochs, CycleGAN's), image pools, checkpoints, resume, logs and sample grids. With ``tta_flip``
-(ours) a volume translates as the mean of its translation and that of its left-right mirror, mirrored back.
+(ours) a source volume translates as the mean of its translation and that of its left-right mirror, mirrored back.
 
 ``workdir`` (optional) receives: ``last/`` (weights of all networks, optimizers, image pools and RNG
 state: `fit` resumes from it and continues from the saved epoch), ``epoch_NNNN/`` snapshots (the newest
@@ -378,14 +378,18 @@ class AdversarialTranslator(ABC):
 
     def translate_volume(self, volume: np.ndarray, direction: str = "ab") -> np.ndarray:
         """A whole ``(z, H, W)`` volume through one generator, slice by slice (``"ba"`` needs a ``g_ba``)."""
-        array, batch = check_volume(volume), self.config["translate_batch"]
+        array, batch, c = check_volume(volume), self.config["translate_batch"], self.context
 
         def one(images: np.ndarray) -> np.ndarray:
-            stacks = torch.as_tensor(stack_25d(np.ascontiguousarray(images), self.context))
-            out = [self.translate_slices(stacks[i : i + batch], direction) for i in range(0, len(stacks), batch)]
-            return torch.cat([o[:, self.context].cpu() for o in out]).numpy().astype(np.float32)
+            stacks = torch.as_tensor(stack_25d(np.ascontiguousarray(images), c))
+            out = [
+                self.translate_slices(stacks[i : i + batch], direction)[:, c].cpu()
+                for i in range(0, len(stacks), batch)
+            ]
+            return torch.cat(out).numpy().astype(np.float32)
 
-        return (one(array) + one(array[..., ::-1])[..., ::-1]) / 2 if self.config.get("tta_flip") else one(array)
+        flip = self.config.get("tta_flip") and direction == "ab"  # only g_ab is known to have seen mirrored input
+        return (one(array) + one(array[..., ::-1])[..., ::-1]) / 2 if flip else one(array)
 
     def sample_grid(self, images: Tensor, path: Path) -> None:
         """PNG with one row per slice: source | translated [| reconstructed source, when there is a ``g_ba``]."""

@@ -66,8 +66,9 @@ class CycleGAN(AdversarialTranslator):
         structure_weight: its weight.
         ema: decay of an exponential moving average of the generators' weights (e.g. 0.999; ours, Yazici et al.
             2019), which then translates and is saved; None translates with the last weights.
-        tta_flip: translate each volume as the mean of its translation and that of its left-right mirror, mirrored
-            back (ours; needs a left-right flip in ``source_augment``). Training is unchanged.
+        tta_flip: translate each source volume as the mean of its translation and that of its left-right mirror,
+            mirrored back (ours; needs a left-right flip in ``source_augment``; `translate_back` stays plain).
+            Training is unchanged.
     """
 
     name = "cyclegan"

@@ -253,11 +253,8 @@ def test_tta_flip_translates_as_the_mean_with_the_mirrored_translation(unpaired,
     expected = (plain.translate(volume) + mirrored) / 2
     assert np.allclose(flipped.translate(volume), expected, atol=1e-6)
     assert not np.allclose(expected, plain.translate(volume), atol=1e-4)  # the mirror's translation differs
-    assert np.allclose(
-        flipped.translate_back(volume),
-        (plain.translate_back(volume) + plain.translate_back(volume[..., ::-1].copy())[..., ::-1]) / 2,
-        atol=1e-6,
-    )  # both directions
+    # back to the source only g_ab's input is known to have been mirrored in training: translate_back stays plain
+    assert np.array_equal(flipped.translate_back(volume), plain.translate_back(volume))
     flipped.save(tmp_path / "model")  # the saved model keeps the option: `daseg translate` gives the same SynCT
     assert np.array_equal(load_translator(tmp_path / "model").translate(volume), flipped.translate(volume))
 
