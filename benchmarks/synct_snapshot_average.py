@@ -8,11 +8,11 @@ SynCT MAE of each snapshot alone and of the mean of the last k snapshots, scored
 (`fidelity_pair`: the true CT on the SynCT's grid, inside the body; mean over the paired subjects).
 
 ``--flip`` also averages each snapshot's output with that of the left-right mirrored input (the translators train
-with left-right flips), mirrored back. ``--weights`` averages the generators' weights over the last k snapshots
-instead (one network, as cheap to run as one snapshot).
+with left-right flips), mirrored back: the translators' ``tta_flip``. ``--weights`` averages the generators'
+weights over the last k snapshots instead (one network, as cheap to run as one snapshot).
 
 Usage:
-    python benchmarks/synct_snapshot_average.py runs/prostate_3seeds_best_tail_nocrop [runs/...] [--flip]
+    python benchmarks/synct_snapshot_average.py runs/prostate_3seeds_best_tail_nocrop [runs/...] [--flip] [--weights]
 
 Needs runs with the phantom's paired mode (the examples' default); results in benchmarks/RESULTS.md.
 """
@@ -36,9 +36,10 @@ from da_seg.volume import write_volume
 
 
 def translate(translator: Translator, image: np.ndarray, flip: bool) -> np.ndarray:
-    """The SynCT in [-1, 1]; with ``flip`` the mean with that of the left-right mirrored input, mirrored back."""
-    out = translator.translate(image)
-    return out if not flip else (out + translator.translate(image[..., ::-1].copy())[..., ::-1]) / 2
+    """The SynCT in [-1, 1]; with ``flip`` through the translator's own ``tta_flip`` (the mean with the translation
+    of the left-right mirrored input, mirrored back), the path the pipeline takes."""
+    translator.config["tta_flip"] = flip
+    return translator.translate(image)
 
 
 def weight_average(snapshots: list[Path]) -> Translator:
