@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from da_seg.errors import DasegError
+from da_seg.errors import ConfigError, DasegError
 
 app = typer.Typer(
     name="daseg",
@@ -119,8 +119,6 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``key=value`` pairs with TOML values (``2``, ``"a"``, ``true``, ``[1, 2]``); bare words stay strings."""
     import tomllib
 
-    from da_seg.errors import ConfigError
-
     overrides: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
@@ -210,11 +208,14 @@ def study_cmd(
     study: Path = typer.Argument(..., help="Study TOML: base config, \\[grid] of variations."),
     resume: bool = typer.Option(False, "--resume", help="Reuse finished stages of an earlier study."),
     force: bool = typer.Option(False, "--force", help="Start the study directory afresh."),
+    seeds: str = typer.Option(
+        None, "--seeds", help="Run only these of the study's seeds, e.g. 0,2 (split a study over processes)."
+    ),
 ) -> None:
     """Run a grid of variations, sharing identical stages, ending in one Table 1 style table."""
     from da_seg.study import run_study
 
-    result = run_study(study, resume=resume, force=force)
+    result = run_study(study, resume=resume, force=force, seeds=None if seeds is None else _seed_list(seeds))
     table = Table(title="study")
     for key in result.table[0]:
         table.add_column(key)
@@ -222,6 +223,13 @@ def study_cmd(
         table.add_row(*["" if v is None else str(v) for v in row.values()])
     console.print(table)
     console.print(f"report at {_plain(result.report)}")
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds '{text}': give seeds separated by commas, e.g. --seeds 0,2") from None
 
 
 @command("plugins")

@@ -8,12 +8,13 @@ import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from da_seg.errors import DataError
+from da_seg.errors import DasegError, DataError
 
 
 def os_error(err: OSError, path: str | Path) -> DataError | None:
@@ -61,3 +62,62 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"missing file: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path} is not valid JSON ({err}); the file may be damaged") from None
+
+
+@contextlib.contextmanager
+def claimed(folder: Path) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside ``folder`` while this process writes into it, so that a second process writing the
+    same folder (the same run resumed twice at once, or a study's seeds split over processes that overlap) stops
+    with one line instead of mixing its checkpoints into the first one's. A lock left by a process that no longer
+    runs on this machine (a kill, a crash) is taken over. Where the file system has no hard links, nothing is held."""
+    lock, held = folder.with_name(f".{folder.name}.lock"), False
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{folder.name}.", suffix=".owner", dir=folder.parent)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        for attempt in range(2):
+            try:
+                os.link(tmp, lock)  # atomic: fails if the lock exists, and a lock is never seen half-written
+                held = True
+                break
+            except FileExistsError:
+                holder = _lock_holder(lock)
+                if attempt or _still_running(holder):
+                    raise DasegError(
+                        f"{folder} is being written by process {holder.get('pid')} on {holder.get('host')} "
+                        f"(since it holds {lock}); wait for it to end or stop it. If it no longer runs, delete {lock}"
+                    ) from None
+                lock.unlink(missing_ok=True)
+            except OSError:  # a file system without hard links (FAT, some network shares): run unguarded
+                break
+    finally:
+        os.remove(tmp)
+    try:
+        yield
+    finally:
+        if held:
+            lock.unlink(missing_ok=True)
+
+
+def _lock_holder(lock: Path) -> dict[str, Any]:
+    try:
+        return json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _still_running(holder: dict[str, Any]) -> bool:
+    """Whether the lock's process may still run: only this machine's processes can be checked (a POSIX signal 0)."""
+    if holder.get("host") != socket.gethostname() or os.name != "posix":
+        return bool(holder)  # another machine's, or no way to ask: assume it runs, the message says what to do
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

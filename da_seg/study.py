@@ -242,18 +242,25 @@ def _method_name(trained: str, label: str) -> str:
     return f"{trained} ({label})" if trained == "joint" else trained
 
 
-def run_study(path: str | Path, *, resume: bool = False, force: bool = False) -> StudyResult:
+def run_study(
+    path: str | Path, *, resume: bool = False, force: bool = False, seeds: list[int] | None = None
+) -> StudyResult:
     """Run every variation of the grid (once per seed) in one directory, sharing identical stages, and write one
     table with the report's statistics (Friedman, pairwise tests with Holm's adjustment and effect sizes) over the
-    evaluation cases of every seed. The config's ``baselines`` train once per seed, beside the first variation."""
+    evaluation cases of every seed. The config's ``baselines`` train once per seed, beside the first variation.
+
+    ``seeds``, a subset of the study's, runs only those, so that processes or machines sharing the folder can split
+    a study (each with ``resume=True``); their tables go to ``study/seeds-0-2/``, and a run without ``seeds`` then
+    reports the whole study from the finished stages."""
     from da_seg.files import read_json
     from da_seg.pipeline import synct_fidelity
 
     spec = load_study(path)
     variations = spec.variations()
-    seeds: list[int | None] = list(spec.seeds) if spec.seeds else [None]
+    subset = _seed_subset(spec, seeds, force)
+    run_seeds: list[int | None] = [*subset] if subset else (list(spec.seeds) if spec.seeds else [None])
     runs = []
-    for seed in seeds:
+    for seed in run_seeds:
         for i, variation in enumerate(variations):
             runs.append((i, spec.config(variation, seed)))
     for _, config in runs:
@@ -265,7 +272,7 @@ def run_study(path: str | Path, *, resume: bool = False, force: bool = False) ->
     for i, config in runs:
         stages_i = Stages(run_dir, resume=True, keyed=True)
         up = prepare_upstream(config, stages_i)
-        tag = variation_tag(i, None if seeds == [None] else config.seed)
+        tag = variation_tag(i, None if run_seeds == [None] else config.seed)
         methods = train_methods(up, baselines=i == 0, tag=tag)
         key = fingerprint([m.key for m in methods], up.dataset.stamp("evaluation"), EVALUATION_STAGE_VERSION)
         out = stages.run(
@@ -283,15 +290,26 @@ def run_study(path: str | Path, *, resume: bool = False, force: bool = False) ->
             fidelity[(i, config.seed)] = float(np.mean(mae))
         stages.timings.update({f"{k}{tag}": v for k, v in stages_i.timings.items()})
     table = _study_table(rows, fidelity, _target_modality(runs[0][1]))
-    _write_tables(run_dir / "study", table)
-    write_json(run_dir / "study" / "rows.json", rows)
+    out = run_dir / "study" / ("seeds-" + "-".join(map(str, subset)) if subset else "")
+    _write_tables(out, table)
+    write_json(out / "rows.json", rows)
     per_seed = [  # each translator's SynCT MAE per seed, which the table's median hides
         {"variation": _label(variations[i], spec.grid), "seed": seed, "synct_mae_hu": mae}
         for (i, seed), mae in fidelity.items()
     ]
-    write_json(run_dir / "study" / "fidelity.json", per_seed)
-    report = _study_report(run_dir, table, rows, runs[0][1])
+    write_json(out / "fidelity.json", per_seed)
+    report = _study_report(out, table, rows, runs[0][1])
     return StudyResult(run_dir, table, rows, report)
+
+
+def _seed_subset(spec: StudySpec, seeds: list[int] | None, force: bool) -> list[int] | None:
+    if seeds is None:
+        return None
+    if not seeds or not spec.seeds or not set(seeds) <= set(spec.seeds):
+        raise ConfigError(f"--seeds {seeds}: choose among the study's seeds {spec.seeds or '(it has none)'}")
+    if force:
+        raise ConfigError("--force with --seeds would delete the other seeds' stages too; pass --resume instead")
+    return sorted(set(seeds))
 
 
 def _target_modality(config: Config) -> str:
@@ -346,7 +364,7 @@ def _study_table(
     return table
 
 
-def _study_report(run_dir: Path, table: list[dict[str, Any]], rows: list[dict[str, Any]], config: Config) -> Path:
+def _study_report(out: Path, table: list[dict[str, Any]], rows: list[dict[str, Any]], config: Config) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,12 +383,12 @@ def _study_report(run_dir: Path, table: list[dict[str, Any]], rows: list[dict[st
     ax.set_ylabel(f"Dice on the evaluation {target} (every seed)")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
-    fig.savefig(run_dir / "study" / "fig_study_boxplot.png", dpi=110, bbox_inches="tight")
+    fig.savefig(out / "fig_study_boxplot.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    md = ["# Study", "", "![study](fig_study_boxplot.png)", "", (run_dir / "study" / "table.md").read_text()]
+    md = ["# Study", "", "![study](fig_study_boxplot.png)", "", (out / "table.md").read_text()]
     if len(labels) > 1:
         title, text, _ = comparison_section(compare_methods(rows, "dice", test=target))
         md += ["", f"## {title}", "", "Cases are (seed, evaluation image) pairs.", "", text]
-    out = run_dir / "study" / "report.md"
-    out.write_text("\n".join(md))
-    return out
+    report = out / "report.md"
+    report.write_text("\n".join(md))
+    return report

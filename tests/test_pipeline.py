@@ -112,9 +112,11 @@ def test_kill_during_translator_training_then_resume(tmp_path: Path, tiny_config
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "runs/killed/translator/done.json").exists()
+    lock = tmp_path / "runs/killed/.translator.lock"
+    assert json.loads(lock.read_text())["pid"] == proc.pid  # the killed process could not release its stage
     resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert (tmp_path / "runs/killed/report.html").exists()
+    assert (tmp_path / "runs/killed/report.html").exists() and not lock.exists()
     log = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     epochs = [row["epoch"] for row in log if row.get("kind") == "epoch"]
     assert sorted(set(epochs)) == [1, 2, 3, 4, 5, 6]

@@ -129,3 +129,44 @@ def test_study_2x2_grid_shares_identical_stages(tmp_path: Path, tiny_config) -> 
     assert tag == "@v1" and (up.config.translator["cycle_loss"], up.config.segmentation.context) == ("mse", 1)
     assert [m.name for m in train_methods(up, tag=tag)] == ["synct@v1"]
     assert sorted(p.name for p in result.run_dir.iterdir()) == stages_before
+
+
+def test_seeds_split_a_study_over_processes_then_one_report(tmp_path: Path, tiny_config) -> None:
+    """``--seeds`` runs a subset of the study's seeds into the shared folder, its tables apart from the study's; a
+    later run without it reuses those stages and reports every seed."""
+    tiny_config(tmp_path, seg_epochs=1)
+    study = tmp_path / "study.toml"
+    study.write_text(
+        'base = "tiny.toml"\nname = "split"\nseeds = [1, 2]\n[grid]\n"translator.cycle_loss" = ["ssim"]\n'
+        "[set]\nbaselines = []\n"
+    )
+    part = CliRunner().invoke(app, ["study", str(study), "--seeds", "2", "--resume"])
+    assert part.exit_code == 0, part.output
+    run_dir = tmp_path / "runs/split"
+    assert (run_dir / "study/seeds-2/table.md").is_file() and (run_dir / "study/seeds-2/report.md").is_file()
+    assert not (run_dir / "study/table.md").exists()  # a part never stands in for the whole study's table
+    assert list(run_dir.glob("*@v0s2-*")) and not list(run_dir.glob("*@v0s1-*"))
+    markers = {p: p.stat().st_mtime_ns for p in run_dir.glob("*@v0s2-*/done.json")}
+    whole = run_study(study, resume=True)
+    assert whole.table[0]["seeds"] == 2 and {r["seed"] for r in whole.rows} == {1, 2}
+    assert {p: p.stat().st_mtime_ns for p in run_dir.glob("*@v0s2-*/done.json")} == markers  # seed 2 reused
+    assert (run_dir / "study/table.md").is_file() and (run_dir / "study/seeds-2/table.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "3", "--resume"], "choose among the study's seeds [1, 2]"),
+        (["--seeds", "1,x"], "give seeds separated by commas"),
+        (["--seeds", "1", "--force"], "would delete the other seeds' stages too"),
+    ],
+)
+def test_seeds_refuses_what_is_not_a_subset_or_would_delete_others(
+    tmp_path: Path, tiny_config, args: list[str], message: str
+) -> None:
+    tiny_config(tmp_path)
+    study = tmp_path / "study.toml"
+    study.write_text('base = "tiny.toml"\nseeds = [1, 2]\n[grid]\n"translator.cycle_loss" = ["ssim"]\n')
+    result = CliRunner().invoke(app, ["study", str(study), *args])
+    assert result.exit_code == 2 and message in result.stderr
+    assert not (tmp_path / "runs").exists()  # refused before anything was written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -13,7 +14,7 @@ from typing import Any
 from da_seg.config import Config
 from da_seg.distributed import barrier, broadcast_object, is_main
 from da_seg.errors import DasegError
-from da_seg.files import os_error, read_json, write_json
+from da_seg.files import claimed, os_error, read_json, write_json
 from da_seg.progress import output_is_terminal
 from da_seg.provenance import components, environment, git_revision
 from da_seg.training import resolve_device
@@ -40,6 +41,10 @@ class Stages:
         training) runs on every rank, other work on rank 0 only, and every rank leaves together.
         """
         folder = self.run_dir / (f"{name}-{key}" if self.keyed else name)
+        with claimed(folder) if is_main() else contextlib.nullcontext():  # one writer per stage folder
+            return self._run(name, key, work, collective, folder)
+
+    def _run(self, name: str, key: str, work: Callable[[Path], Any], collective: bool, folder: Path) -> Path:
         marker = folder / "done.json"
         main = is_main()
         reuse = main and self.resume and marker.exists() and read_json(marker).get("fingerprint") == key
