@@ -10,6 +10,8 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,12 +66,20 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"{path} is not valid JSON ({err}); the file may be damaged") from None
 
 
+HEARTBEAT_S = 30.0
+"""How often a held lock's mtime is refreshed."""
+STALE_AFTER_S = 300.0
+"""A lock not refreshed for this long is left by a process that no longer runs, on any machine (a batch job
+preempted on one node and requeued on another)."""
+
+
 @contextlib.contextmanager
 def claimed(folder: Path) -> Iterator[None]:
     """Hold ``.NAME.lock`` beside ``folder`` while this process writes into it, so that a second process writing the
     same folder (the same run resumed twice at once, or a study's seeds split over processes that overlap) stops
     with one line instead of mixing its checkpoints into the first one's. A lock left by a process that no longer
-    runs on this machine (a kill, a crash) is taken over. Where the file system has no hard links, nothing is held."""
+    runs is taken over: a kill or crash here (its pid is gone), or on another machine (not refreshed for
+    `STALE_AFTER_S`). Where the file system has no hard links, nothing is held."""
     lock, held = folder.with_name(f".{folder.name}.lock"), False
     folder.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{folder.name}.", suffix=".owner", dir=folder.parent)
@@ -83,21 +93,36 @@ def claimed(folder: Path) -> Iterator[None]:
                 break
             except FileExistsError:
                 holder = _lock_holder(lock)
-                if attempt or _still_running(holder):
+                if attempt or _still_running(holder, lock):
                     raise DasegError(
                         f"{folder} is being written by process {holder.get('pid')} on {holder.get('host')} "
-                        f"(since it holds {lock}); wait for it to end or stop it. If it no longer runs, delete {lock}"
+                        f"(since it holds {lock}); wait for it to end or stop it. If it no longer runs, delete {lock} "
+                        f"(it is taken over {STALE_AFTER_S / 60:.0f} min after its last refresh)"
                     ) from None
                 lock.unlink(missing_ok=True)
             except OSError:  # a file system without hard links (FAT, some network shares): run unguarded
                 break
     finally:
         os.remove(tmp)
+    stop = threading.Event()
+    beat = threading.Thread(target=_refresh, args=(lock, stop), daemon=True)
+    if held:
+        beat.start()
     try:
         yield
     finally:
         if held:
+            stop.set()
+            beat.join()
             lock.unlink(missing_ok=True)
+
+
+def _refresh(lock: Path, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            os.utime(lock)
+        except OSError:
+            return
 
 
 def _lock_holder(lock: Path) -> dict[str, Any]:
@@ -107,17 +132,21 @@ def _lock_holder(lock: Path) -> dict[str, Any]:
         return {}
 
 
-def _still_running(holder: dict[str, Any]) -> bool:
-    """Whether the lock's process may still run: only this machine's processes can be checked (a POSIX signal 0)."""
-    if holder.get("host") != socket.gethostname() or os.name != "posix":
-        return bool(holder)  # another machine's, or no way to ask: assume it runs, the message says what to do
+def _still_running(holder: dict[str, Any], lock: Path) -> bool:
+    """Whether the lock's process may still run: on this machine, whether its pid is there (a POSIX signal 0);
+    from another machine (or without POSIX), whether the lock was refreshed within `STALE_AFTER_S`."""
     pid = holder.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
+    if holder.get("host") == socket.gethostname() and os.name == "posix" and isinstance(pid, int):
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's process
+            return True
         return True
-    return True
+    try:
+        return bool(holder) and time.time() - lock.stat().st_mtime <= STALE_AFTER_S
+    except OSError:
+        return False

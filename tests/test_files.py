@@ -7,10 +7,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from da_seg import files
 from da_seg.errors import DasegError
 from da_seg.files import claimed
 from da_seg.pipeline import Stages
@@ -37,12 +39,27 @@ def test_a_folder_claimed_by_a_running_process_is_refused_until_it_ends(tmp_path
     assert not lock.exists() and sorted(p.name for p in tmp_path.iterdir()) == []  # nothing left behind
 
 
-def test_another_machines_lock_is_refused_with_what_to_do(tmp_path: Path) -> None:
+def test_another_machines_lock_is_refused_until_it_goes_stale(tmp_path: Path) -> None:
+    """A lock from another node cannot be checked by pid; one its holder stopped refreshing (a batch job preempted
+    there and requeued here) is taken over."""
     lock = tmp_path / ".seg_synct.lock"
     _hold(lock, 1, host="another-node")
-    with pytest.raises(DasegError, match=rf"another-node .* If it no longer runs, delete {lock}"):
+    with pytest.raises(DasegError, match=rf"another-node .* If it no longer runs, delete {lock} .* 5 min after"):
         with claimed(tmp_path / "seg_synct"):
             pass
+    last_refresh = time.time() - files.STALE_AFTER_S - 1
+    os.utime(lock, (last_refresh, last_refresh))
+    with claimed(tmp_path / "seg_synct"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def test_a_held_lock_is_refreshed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files, "HEARTBEAT_S", 0.05)
+    lock = tmp_path / ".x.lock"
+    with claimed(tmp_path / "x"):
+        os.utime(lock, (1.0, 1.0))
+        time.sleep(0.5)
+        assert time.time() - lock.stat().st_mtime < 5
 
 
 def test_an_unreadable_lock_is_taken_over(tmp_path: Path) -> None:
