@@ -290,15 +290,17 @@ def run_study(
             fidelity[(i, config.seed)] = float(np.mean(mae))
         stages.timings.update({f"{k}{tag}": v for k, v in stages_i.timings.items()})
     table = _study_table(rows, fidelity, _target_modality(runs[0][1]))
-    out = run_dir / "study" / ("seeds-" + "-".join(map(str, subset)) if subset else "")
-    _write_tables(out, table)
-    write_json(out / "rows.json", rows)
+    part = "seeds-" + "-".join(map(str, subset)) if subset else ""  # a part never writes over the whole study's
+    tables = run_dir / "study" / part
+    _write_tables(tables, table)
+    write_json(tables / "rows.json", rows)
     per_seed = [  # each translator's SynCT MAE per seed, which the table's median hides
         {"variation": _label(variations[i], spec.grid), "seed": seed, "synct_mae_hu": mae}
         for (i, seed), mae in fidelity.items()
     ]
-    write_json(out / "fidelity.json", per_seed)
-    report = _study_report(out, table, rows, runs[0][1])
+    write_json(tables / "fidelity.json", per_seed)
+    heading = f"Study: seeds {subset} of {spec.seeds}" if subset else "Study"
+    report = _study_report(tables, table, rows, runs[0][1], heading)
     return StudyResult(run_dir, table, rows, report)
 
 
@@ -364,7 +366,9 @@ def _study_table(
     return table
 
 
-def _study_report(out: Path, table: list[dict[str, Any]], rows: list[dict[str, Any]], config: Config) -> Path:
+def _study_report(
+    out: Path, table: list[dict[str, Any]], rows: list[dict[str, Any]], config: Config, heading: str
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -385,7 +389,7 @@ def _study_report(out: Path, table: list[dict[str, Any]], rows: list[dict[str, A
     ax.grid(axis="y", alpha=0.3)
     fig.savefig(out / "fig_study_boxplot.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    md = ["# Study", "", "![study](fig_study_boxplot.png)", "", (out / "table.md").read_text()]
+    md = [f"# {heading}", "", "![study](fig_study_boxplot.png)", "", (out / "table.md").read_text()]
     if len(labels) > 1:
         title, text, _ = comparison_section(compare_methods(rows, "dice", test=target))
         md += ["", f"## {title}", "", "Cases are (seed, evaluation image) pairs.", "", text]
