@@ -94,10 +94,11 @@ def claimed(folder: Path) -> Iterator[None]:
             except FileExistsError:
                 holder = _lock_holder(lock)
                 if attempt or _still_running(holder, lock):
+                    elsewhere = f". If it no longer runs, wait {STALE_AFTER_S / 60:.0f} min or delete {lock}"
                     raise DasegError(
                         f"{folder} is being written by process {holder.get('pid')} on {holder.get('host')} "
-                        f"(since it holds {lock}); wait for it to end or stop it. If it no longer runs, delete {lock} "
-                        f"(it is taken over {STALE_AFTER_S / 60:.0f} min after its last refresh)"
+                        f"(since it holds {lock}); wait for it to end or stop it"
+                        + ("" if holder.get("host") == socket.gethostname() else elsewhere)
                     ) from None
                 lock.unlink(missing_ok=True)
             except OSError:  # a file system without hard links (FAT, some network shares): run unguarded
