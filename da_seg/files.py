@@ -105,17 +105,18 @@ def claimed(folder: Path) -> Iterator[None]:
                 break
     finally:
         os.remove(tmp)
+    if not held:
+        yield
+        return
     stop = threading.Event()
     beat = threading.Thread(target=_refresh, args=(lock, stop), daemon=True)
-    if held:
-        beat.start()
+    beat.start()
     try:
         yield
     finally:
-        if held:
-            stop.set()
-            beat.join()
-            lock.unlink(missing_ok=True)
+        stop.set()
+        beat.join()
+        lock.unlink(missing_ok=True)
 
 
 def _refresh(lock: Path, stop: threading.Event) -> None:
@@ -144,8 +145,8 @@ def _still_running(holder: dict[str, Any], lock: Path) -> bool:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
-        except PermissionError:  # another user's process
-            return True
+        except PermissionError:  # another user's process: it runs
+            pass
         return True
     try:
         return bool(holder) and time.time() - lock.stat().st_mtime <= STALE_AFTER_S

@@ -258,7 +258,7 @@ def run_study(
     spec = load_study(path)
     variations = spec.variations()
     subset = _seed_subset(spec, seeds, force)
-    run_seeds: list[int | None] = [*subset] if subset else (list(spec.seeds) if spec.seeds else [None])
+    run_seeds: list[int | None] = list(subset or spec.seeds or [None])
     runs = []
     for seed in run_seeds:
         for i, variation in enumerate(variations):
