@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import traceback
 import warnings
 from collections.abc import Callable
@@ -48,6 +49,15 @@ def _fail(err: BaseException) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _ignore_further_interrupts() -> None:
+    """A second Ctrl-C while the run leaves (Python's shutdown takes ~1.5 s with torch loaded) would print a
+    KeyboardInterrupt traceback or kill the process by SIGINT instead of exit 130; the work is already saved."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread (an API caller's thread): nothing to change
+        pass
+
+
 def handle_errors(fn: F) -> F:
     """Turn a `DasegError` (or a full disk / unwritable folder) into one red line on stderr and exit code 2.
 
@@ -63,6 +73,7 @@ def handle_errors(fn: F) -> F:
             try:
                 return fn(*args, **kwargs)
             except KeyboardInterrupt:
+                _ignore_further_interrupts()
                 err_console.print(
                     "[yellow]interrupted[/yellow]: finished stages and the last checkpoint are kept; "
                     "rerun the same command with --resume to continue",

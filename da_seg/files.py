@@ -110,8 +110,8 @@ def claimed(folder: Path) -> Iterator[None]:
         return
     stop = threading.Event()
     beat = threading.Thread(target=_refresh, args=(lock, stop), daemon=True)
-    beat.start()
     try:
+        beat.start()  # inside: a Ctrl-C that lands in start() still releases the lock
         yield
     finally:
         stop.set()
