@@ -3,6 +3,7 @@ the same files and grid reads only `.npy` arrays."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -85,8 +86,14 @@ def _write_prepared(folder: Path, prepared: PreparedCase) -> None:
         "offset_hw": list(prepared.offset_hw),
     }
     (tmp / "case.json").write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    shutil.rmtree(folder, ignore_errors=True)  # a damaged folder under this key
+    try:
+        os.replace(tmp, folder)
+    except OSError as err:
+        # another process (a study part of another seed) wrote the same key in the meantime: the same data, keep it
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or _load(folder) is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load(folder: Path) -> PreparedCase | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,29 @@ def test_empty_mask_warns(tmp_path: Path) -> None:
     write_volume(mask.with_array(np.zeros_like(mask.array)), tmp_path / "labels/a.nii.gz", mask=True)
     with pytest.warns(EmptyMaskWarning, match=r"a\.nii\.gz: mask is empty"):
         load_prepared(find_cases(tmp_path, labelled=True), Domain((4.0, 2.0, 2.0), (32, 32), CTWindow()))
+
+
+def test_two_processes_preparing_the_same_case_at_once_both_go_on(tmp_path: Path, monkeypatch) -> None:
+    """Study parts split by seed prepare the same cases into one cache: the process that renames second finds the
+    first one's folder (same key, same data) and keeps it; it once failed with 'Directory not empty'."""
+    make_folder(tmp_path / "data", ("a",))
+    cases = find_cases(tmp_path / "data", labelled=True)
+    domain = Domain((4.0, 2.0, 2.0), (32, 32), CTWindow())
+    theirs = load_prepared(cases, domain, tmp_path / "their_cache")[0]
+    their_folder = next((tmp_path / "their_cache").iterdir())
+    rename = os.replace
+
+    def they_finish_first(src, dst):  # the other process renames between our clean-up and our rename
+        shutil.copytree(their_folder, dst)
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", they_finish_first)
+    ours = load_prepared(cases, domain, tmp_path / "cache")[0]
+    monkeypatch.undo()
+    np.testing.assert_array_equal(ours.image, theirs.image)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [their_folder.name]  # nothing temporary left
+    again = load_prepared(cases, domain, tmp_path / "cache")[0]
+    np.testing.assert_array_equal(again.mask, theirs.mask)
 
 
 # -- prepare / restore --------------------------------------------------------------------------------------------
