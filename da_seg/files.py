@@ -115,7 +115,8 @@ def claimed(folder: Path) -> Iterator[None]:
         yield
     finally:
         stop.set()
-        beat.join()
+        if beat.ident is not None:  # a thread that could not start has nothing to join
+            beat.join()
         lock.unlink(missing_ok=True)
 
 

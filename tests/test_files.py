@@ -62,6 +62,20 @@ def test_a_held_lock_is_refreshed(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert time.time() - lock.stat().st_mtime < 5
 
 
+def test_a_refresh_thread_that_cannot_start_releases_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process out of threads (or a Ctrl-C inside `Thread.start`): the lock is released and the error is the
+    thread's, not 'cannot join thread before it is started'; the lock was once left behind."""
+
+    def cannot_start(self) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(files.threading.Thread, "start", cannot_start)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        with claimed(tmp_path / "x"):
+            pass
+    assert not (tmp_path / ".x.lock").exists()
+
+
 def test_an_unreadable_lock_is_taken_over(tmp_path: Path) -> None:
     (tmp_path / ".x.lock").write_text("{half")
     with claimed(tmp_path / "x"):
