@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -96,19 +97,23 @@ def test_resume_reuses_finished_stages(finished) -> None:
     assert [r["dice"] for r in again.metrics] == [r["dice"] for r in result.metrics]
 
 
+def _start_until_first_checkpoint(cmd: list[str], work: Path, **popen: Any) -> subprocess.Popen:
+    """Start ``cmd`` and return once the CycleGAN's first epoch is checkpointed in ``work``, the run still going."""
+    proc = subprocess.Popen(cmd, **popen)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (work / "last/meta.json").exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before the signal: {proc.stderr.read() if proc.stderr else ''}"
+    return proc
+
+
 def test_kill_during_translator_training_then_resume(tmp_path: Path, tiny_config) -> None:
     """SIGKILL while the CycleGAN trains; --resume continues from its checkpoint and finishes the run."""
     # no baseline reads the translator: the SynCT segmenter alone shows what the resume did
     config = tiny_config(tmp_path, "killed", baselines="[]", gan_epochs=6, gan_iterations=12)
     cmd = [sys.executable, "-m", "da_seg", "run", str(config)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     work = tmp_path / "runs/killed/translator/work"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if (work / "last/meta.json").exists():  # epoch 1 is checkpointed
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
+    proc = _start_until_first_checkpoint(cmd, work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "runs/killed/translator/done.json").exists()
@@ -148,25 +153,22 @@ def test_label_free_selection_and_audit_in_the_report(tmp_path: Path, tiny_confi
     assert "- `synct`" in report and "`oracle`" not in report  # methods that were not trained are not listed
 
 
-def _interrupt_during_translator_training(tmp_path: Path, tiny_config, name: str) -> tuple[subprocess.Popen, list]:
+def _interrupt_during_translator_training(tmp_path: Path, tiny_config, name: str) -> tuple[subprocess.Popen, list[str]]:
     """Start `daseg run` and send SIGINT once the CycleGAN's first epoch is checkpointed (its training still runs:
     enough iterations that the signal lands in it on a fast machine too)."""
     # no baseline reads the translator: the SynCT segmenter alone shows what the resume did
     config = tiny_config(tmp_path, name, baselines="[]", gan_epochs=6, gan_iterations=12)
     cmd = [sys.executable, "-m", "da_seg", "run", str(config)]
     # a terminal's Ctrl-C, also when pytest itself runs as a background job (which inherits SIGINT ignored)
-    proc = subprocess.Popen(
+    work = tmp_path / f"runs/{name}/translator/work"
+    proc = _start_until_first_checkpoint(
         cmd,
+        work,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    work = tmp_path / f"runs/{name}/translator/work"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not (work / "last/meta.json").exists():
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     return proc, cmd
 
