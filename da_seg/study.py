@@ -234,12 +234,20 @@ class StudyResult:
     report: Path
 
 
-def _method_name(trained: str, label: str) -> str:
+_BUILT_ON_SYNCT = {"self_training", "adabn", "two_way"}  # start from the SynCT segmenter, so from the translator
+
+
+def _method_name(trained: str, label: str, grid: dict[str, list[Any]]) -> str:
     """A study row's method: the variation's label for its SynCT segmenter, ``joint (label)`` for a label-aware
-    translator's own segmenter, the baseline's name for a baseline (trained once per seed)."""
+    translator's own segmenter, the baseline's name for a baseline (trained once per seed, beside the first
+    variation). Where the grid varies what a baseline depends on (any key for those built on the SynCT segmenter,
+    a key outside ``translator`` for the others), the name carries that first variation's label: it is that
+    variation's baseline, not every variation's."""
     if trained == "synct":
         return label
-    return f"{trained} ({label})" if trained == "joint" else trained
+    varied = [key for key, values in grid.items() if len(values) > 1]
+    depends = trained in _BUILT_ON_SYNCT or any(k.split(".")[0] != "translator" for k in varied)
+    return f"{trained} ({label})" if trained == "joint" or (varied and depends) else trained
 
 
 def run_study(
@@ -247,7 +255,8 @@ def run_study(
 ) -> StudyResult:
     """Run every variation of the grid (once per seed) in one directory, sharing identical stages, and write one
     table with the report's statistics (Friedman, pairwise tests with Holm's adjustment and effect sizes) over the
-    evaluation cases of every seed. The config's ``baselines`` train once per seed, beside the first variation.
+    evaluation cases of every seed. The config's ``baselines`` train once per seed, beside the first variation
+    (`_method_name` says so in their rows where the grid varies what they depend on).
 
     ``seeds``, a subset of the study's, runs only those, so that processes or machines sharing the folder can split
     a study (each with ``resume=True``); their tables go to ``study/seeds-0-2/``, and a run without ``seeds`` then
@@ -282,7 +291,7 @@ def run_study(
         )
         label = _label(variations[i], spec.grid)
         for row in read_json(out / "metrics.json"):
-            name = _method_name(row["method"].rsplit("@", 1)[0], label)
+            name = _method_name(row["method"].rsplit("@", 1)[0], label, spec.grid)
             case = f"s{config.seed}/{row['case']}"
             rows.append({**row, "method": name, "case": case, "variation": i, "label": label, "seed": config.seed})
         mae = [r["mae_hu"] for r in synct_fidelity(up)]

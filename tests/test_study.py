@@ -131,6 +131,32 @@ def test_study_2x2_grid_shares_identical_stages(tmp_path: Path, tiny_config) -> 
     assert sorted(p.name for p in result.run_dir.iterdir()) == stages_before
 
 
+@pytest.mark.parametrize(
+    ("grid", "expected"),
+    [
+        (
+            '"translator.cycle_loss" = ["mse", "ssim"]',
+            {"cycle_loss=mse", "cycle_loss=ssim", "oracle", "self_training (cycle_loss=mse)"},
+        ),
+        (
+            '"segmentation.context" = [0, 1]',
+            {"context=0", "context=1", "oracle (context=0)", "self_training (context=0)"},
+        ),
+    ],
+)
+def test_a_baseline_the_grid_varies_is_named_after_the_variation_it_trained_with(
+    tmp_path: Path, tiny_config, grid: str, expected: set[str]
+) -> None:
+    """Baselines train beside the first variation only; a plain ``self_training`` row under a grid of translators
+    (or ``oracle`` under a grid of segmenter settings) passed off the first variation's result as every one's."""
+    tiny_config(tmp_path, seg_epochs=1, baselines='["oracle", "self_training"]')
+    study = tmp_path / "study.toml"
+    study.write_text(f'base = "tiny.toml"\nname = "baselines"\n[grid]\n{grid}\n')
+    result = run_study(study)
+    assert {row["variation"] for row in result.table} == expected
+    assert {r["variation"] for r in result.rows if r["method"].startswith(("oracle", "self_training"))} == {0}
+
+
 def test_seeds_split_a_study_over_processes_then_one_report(tmp_path: Path, tiny_config) -> None:
     """``--seeds`` runs a subset of the study's seeds into the shared folder, its tables apart from the study's; a
     later run without it reuses those stages and reports every seed."""
