@@ -349,7 +349,8 @@ def _study_table(
     methods = list(dict.fromkeys(r["method"] for r in rows))
     first = methods[0] if methods else ""
     p_values = p_vs_first(rows, first, target) if len(methods) > 1 else {}
-    oracle = per_seed_means(rows, "oracle", target)
+    base = {m: m.split(" (")[0] for m in methods}  # a baseline named after its variation: `_method_name`
+    oracle = next((per_seed_means(rows, m, target) for m in methods if base[m] == "oracle"), {})
     table = []
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
@@ -357,7 +358,7 @@ def _study_table(
         ratios = [v / oracle[s] for s, v in per_seed.items() if oracle.get(s)]
         variation = {r["variation"] for r in mine}
         mae = [fidelity[(v, s)] for v in variation for s in per_seed if (v, s) in fidelity]
-        translated = method not in ("oracle", "no_adaptation", "domain_randomisation")
+        translated = base[method] not in ("oracle", "no_adaptation", "domain_randomisation")
         p = p_values.get(method)
         table.append(
             {

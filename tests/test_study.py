@@ -155,6 +155,9 @@ def test_a_baseline_the_grid_varies_is_named_after_the_variation_it_trained_with
     result = run_study(study)
     assert {row["variation"] for row in result.table} == expected
     assert {r["variation"] for r in result.rows if r["method"].startswith(("oracle", "self_training"))} == {0}
+    ratios = {row["variation"]: row["ratio_to_oracle"] for row in result.table}
+    assert all(ratio is not None for ratio in ratios.values())  # the oracle is found under its longer name too
+    assert next(v for k, v in ratios.items() if k.startswith("oracle")) == 1.0
 
 
 def test_seeds_split_a_study_over_processes_then_one_report(tmp_path: Path, tiny_config) -> None:
