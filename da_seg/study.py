@@ -291,9 +291,9 @@ def run_study(
         )
         label = _label(variations[i], spec.grid)
         for row in read_json(out / "metrics.json"):
-            name = _method_name(row["method"].rsplit("@", 1)[0], label, spec.grid)
-            case = f"s{config.seed}/{row['case']}"
-            rows.append({**row, "method": name, "case": case, "variation": i, "label": label, "seed": config.seed})
+            trained = row["method"].rsplit("@", 1)[0]
+            where = {"case": f"s{config.seed}/{row['case']}", "variation": i, "label": label, "seed": config.seed}
+            rows.append({**row, **where, "method": _method_name(trained, label, spec.grid), "trained": trained})
         mae = [r["mae_hu"] for r in synct_fidelity(up)]
         if mae:
             fidelity[(i, config.seed)] = float(np.mean(mae))
@@ -349,8 +349,8 @@ def _study_table(
     methods = list(dict.fromkeys(r["method"] for r in rows))
     first = methods[0] if methods else ""
     p_values = p_vs_first(rows, first, target) if len(methods) > 1 else {}
-    base = {m: m.split(" (")[0] for m in methods}  # a baseline named after its variation: `_method_name`
-    oracle = next((per_seed_means(rows, m, target) for m in methods if base[m] == "oracle"), {})
+    trained = {r["method"]: r["trained"] for r in rows}  # what trained the row, whatever `_method_name` called it
+    oracle = next((per_seed_means(rows, m, target) for m in methods if trained[m] == "oracle"), {})
     table = []
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
@@ -358,7 +358,7 @@ def _study_table(
         ratios = [v / oracle[s] for s, v in per_seed.items() if oracle.get(s)]
         variation = {r["variation"] for r in mine}
         mae = [fidelity[(v, s)] for v in variation for s in per_seed if (v, s) in fidelity]
-        translated = base[method] not in ("oracle", "no_adaptation", "domain_randomisation")
+        translated = trained[method] not in ("oracle", "no_adaptation", "domain_randomisation")
         p = p_values.get(method)
         table.append(
             {
