@@ -31,7 +31,13 @@ class ImagePool:
     Each query image is stored while the pool fills; afterwards, with probability 1/2 it replaces a random stored
     image and that older image is returned instead. The pool is one tensor on the images' device and a query is a
     few batched tensor ops with the device's random stream: no per-image Python loop and no read-back to the host,
-    so a compiled training step can hold it (when two images of a batch draw the same slot, one of them is kept).
+    so a compiled training step can hold it.
+
+    A batched query gives exactly what querying its images one at a time would (with the same random draws): when
+    two images of a batch draw the same slot, the later one is stored and returns the earlier one. Why it matters:
+    an earlier form wrote both into the slot in one ``index_put_``, and with several threads the CPU kernel's
+    writes raced, so which image (or which mix of the two) stayed in the pool changed from run to run, and with
+    it every later update (issue 43: the README job's Dice 0.725 vs 0.659 on one machine).
     """
 
     def __init__(self, size: int = 50) -> None:
@@ -46,17 +52,24 @@ class ImagePool:
         if self.buffer is None or self.buffer.shape[1:] != images.shape[1:]:
             self.reserve(images)
         n = len(images)
-        position = self.count + torch.arange(n, device=images.device)
+        order = torch.arange(n, device=images.device)
+        position = self.count + order
         filling = position < self.size
         draw = torch.rand(n, device=images.device)
         swap = ~filling & (draw < 0.5)
-        # given draw < 0.5, floor(2 * size * draw) is a uniform slot; images that are not stored write to the
-        # scratch slot at index ``size``, so they never overwrite a stored one
-        slot = torch.where(filling, position, torch.where(swap, (2 * self.size * draw).long(), self.size))
-        old = self.buffer[slot.clamp(max=self.size - 1)]
-        self.buffer.index_put_((slot,), images)
+        writes = filling | swap
+        # given draw < 0.5, floor(2 * size * draw) is a uniform slot
+        slot = torch.where(filling, position, (2 * self.size * draw).long().clamp(max=self.size - 1))
+        same = (slot[:, None] == slot[None, :]) & writes[:, None] & writes[None, :]  # (n, n): same slot, both write
+        before = same & (order[None, :] < order[:, None])  # [i, j]: j wrote i's slot earlier in this batch
+        overwritten = (same & (order[None, :] > order[:, None])).any(dim=1)  # a later image takes i's slot
+        previous = torch.where(before, order[None, :], -1).amax(dim=1) if n else order
+        shape = (-1, *[1] * (images.dim() - 1))
+        old = torch.where((previous >= 0).view(shape), images[previous.clamp(min=0)], self.buffer[slot])
+        # one writer per slot, so the write has one outcome; the rest go to the scratch slot ``size``, never read
+        self.buffer.index_put_((torch.where(writes & ~overwritten, slot, self.size),), images)
         self.count.copy_(torch.clamp(self.count + n, max=self.size))
-        return torch.where(swap.view(-1, *[1] * (images.dim() - 1)), old, images)
+        return torch.where(swap.view(shape), old, images)
 
     def reserve(self, like: Tensor) -> None:
         """Allocate the (empty) pool for images shaped like ``like``, in float32: before a compiled step first runs."""

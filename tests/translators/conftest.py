@@ -23,3 +23,11 @@ def unpaired() -> tuple[list[np.ndarray], list[np.ndarray]]:
     source = [_disc_volume(4, 16, inside=0.8, rim=-0.2, seed=i) for i in range(2)]
     target = [_disc_volume(3, 16, inside=-0.3, rim=0.5, seed=10 + i) for i in range(2)]
     return source, target
+
+
+@pytest.fixture
+def unpaired_large() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """48x48 slices: large enough that torch's CPU kernels split one batch's writes between threads."""
+    source = [_disc_volume(6, 48, inside=0.8, rim=-0.2, seed=i) for i in range(2)]
+    target = [_disc_volume(6, 48, inside=-0.3, rim=0.5, seed=10 + i) for i in range(2)]
+    return source, target
