@@ -76,3 +76,51 @@ def test_resume_after_removing_a_subject_or_replacing_a_label(tmp_path: Path, ti
     scored = [r for r in _metrics(again.run_dir) if r["test"] == "CT" and r["case"] == label.name.split(".")[0]]
     assert scored and all(r["dice"] in (0.0, 1.0) for r in scored)  # scored against the new, empty label
     assert {p: p.stat().st_mtime_ns for p in again.run_dir.glob("seg_*/model/*.safetensors")} == weights
+
+
+def _translator_epochs(run_dir: Path) -> list[tuple[int, float]]:
+    """(epoch, learning rate) of each epoch the translator's log records, in order."""
+    lines = (run_dir / "translator/work/log.jsonl").read_text().splitlines()
+    return [(r["epoch"], r["lr"]) for r in map(json.loads, lines) if r["kind"] == "epoch"]
+
+
+def test_extend_translator_trains_only_the_added_epochs(tmp_path: Path, tiny_config, capfd) -> None:
+    """Issue 43: raising translator.epochs continues the finished translator only when asked (--extend-translator);
+    plain --resume trains it again from scratch and says why. A continued stage has its own fingerprint."""
+    quick = {**QUICK, "baselines": "[]", "gan_epochs": 2}
+    path = tiny_config(tmp_path, "extend", **quick)
+    first = run_pipeline(load_config(path))
+    assert [e for e, _ in _translator_epochs(first.run_dir)] == [1, 2]
+    longer = {"translator.epochs": 3}
+
+    continued = run_pipeline(load_config(path, longer), resume=True, extend_translator=True)
+    out = capfd.readouterr().out
+    assert "stage 'translator': continuing from epoch 2 to 3 (--extend-translator)" in out
+    log = _translator_epochs(continued.run_dir)
+    assert [e for e, _ in log] == [1, 2, 3]  # epoch 3 only, after the first run's two
+    assert log[-1][1] == pytest.approx(2e-4 * 0.5)  # the 3-epoch schedule (decay over its last epoch), re-derived
+    done = json.loads((continued.run_dir / "translator/done.json").read_text())
+    assert done["epochs"] == 3 and done["history"] == [2]
+
+    again = run_pipeline(load_config(path, longer), resume=True, extend_translator=True)
+    assert "stage 'translator'" not in capfd.readouterr().out  # the continued translator is reused as it is
+    assert json.loads((again.run_dir / "translator/done.json").read_text()) == done
+
+    straight = run_pipeline(load_config(path, longer), resume=True)  # no flag: one 3-epoch schedule from scratch
+    out = capfd.readouterr().out
+    assert "it was continued (2 -> 3 epochs, --extend-translator); without --extend-translator" in out
+    assert [e for e, _ in _translator_epochs(straight.run_dir)] == [1, 2, 3]
+    assert json.loads((straight.run_dir / "translator/done.json").read_text())["fingerprint"] != done["fingerprint"]
+
+    run_pipeline(load_config(path, {"translator.epochs": 4}), resume=True)
+    out = capfd.readouterr().out
+    assert "trained for 3 epochs with otherwise the same settings; --extend-translator would continue it" in out
+    assert "stage 'translator': its settings, inputs or code changed since it ran; running it again" in out
+
+
+def test_extend_translator_needs_resume(tmp_path: Path, tiny_config) -> None:
+    from da_seg.errors import DasegError
+
+    with pytest.raises(DasegError, match="--extend-translator continues the translator of an earlier run: use it wi"):
+        run_pipeline(load_config(tiny_config(tmp_path, "no_resume", **QUICK)), extend_translator=True)
+    assert not (tmp_path / "runs").exists()  # refused before anything was written

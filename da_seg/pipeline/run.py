@@ -24,7 +24,8 @@ import torch
 from da_seg.api import get_task, validate
 from da_seg.config import Config
 from da_seg.data import PreparedCase
-from da_seg.distributed import barrier, init_distributed, is_main, local_device
+from da_seg.distributed import barrier, broadcast_object, init_distributed, is_main, local_device
+from da_seg.errors import DasegError
 from da_seg.files import read_json, write_json
 from da_seg.pipeline.dataset import Dataset, prepare_dataset, resolve_data
 from da_seg.pipeline.evaluation import (
@@ -39,7 +40,7 @@ from da_seg.pipeline.evaluation import (
     write_metrics,
 )
 from da_seg.pipeline.methods import fit_segmenter, train_methods
-from da_seg.pipeline.stages import Stages, fingerprint, open_run_dir
+from da_seg.pipeline.stages import Length, Stages, fingerprint, open_run_dir, stage_key
 from da_seg.pipeline.upstream import (
     EVALUATION_STAGE_VERSION,
     PREDICTIONS_STAGE_VERSION,
@@ -98,8 +99,13 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
         data_key, dataset.stamp("target"), config.translator, config.runtime.precision, TRANSLATOR_STAGE_VERSION
     )
     translator_dir = stages.run(
-        "translator", translator_key, lambda d: _fit_translator(config, task, dataset, d, device), collective=True
+        "translator",
+        translator_key,
+        lambda d: _fit_translator(config, task, dataset, d, device),
+        collective=True,
+        length=_translator_length(config, data_key, dataset.stamp("target")),
     )
+    translator_key = broadcast_object(stage_key(translator_dir) if is_main() else None)  # a continued one's own
     model_dir = select_translator(config, dataset, stages, translator_dir, device)
     translator = load_translator(model_dir, device=device)
     synct_key = fingerprint(translator_key, config.selection.translator)
@@ -172,12 +178,21 @@ def audit_sections(up: Upstream, translator_dir: Path) -> list[tuple[str, str, s
     return [CheckpointAudit.load(up.stages.run("selection_audit", key, work)).section()]
 
 
-def run_pipeline(config: Config, *, resume: bool = False, force: bool = False) -> RunResult:
-    """Run every stage of the configured pipeline and write the report; returns where things are."""
+def run_pipeline(
+    config: Config, *, resume: bool = False, force: bool = False, extend_translator: bool = False
+) -> RunResult:
+    """Run every stage of the configured pipeline and write the report; returns where things are.
+
+    ``extend_translator`` (with ``resume``): a finished translator trained for fewer epochs with otherwise the same
+    settings continues from its last checkpoint to ``translator.epochs``, its learning-rate schedule re-derived for
+    the new length, instead of training again from scratch; the stage's fingerprint and ``done.json`` record it.
+    """
+    if extend_translator and not resume:
+        raise DasegError("--extend-translator continues the translator of an earlier run: use it with --resume")
     validate(config)
     init_distributed(config.runtime.device)  # joins torchrun's process group; nothing without torchrun
     run_dir = open_run_dir(config, resume=resume, force=force)
-    stages = Stages(run_dir, resume)
+    stages = Stages(run_dir, resume, extend={"translator"} if extend_translator else ())
     up = prepare_upstream(config, stages)
     methods = train_methods(up)
     segmented = up.dataset.cases_to_segment()
@@ -226,6 +241,19 @@ def _predictions_summary(run_dir: Path, predictions: Path, dataset: Dataset) -> 
         "counts": dict(counts),
         "labelled": len(dataset.evaluation),
     }
+
+
+def _translator_length(config: Config, data_key: str, target_stamp: Any) -> Length | None:
+    """The translator stage's `Length` where its translator trains for epochs and resumes from its workdir (the
+    adversarial ones): every input and setting but ``epochs`` and ``decay_epochs`` (the schedule, re-derived)."""
+    from da_seg.translators.adversarial import AdversarialTranslator
+
+    translator = TRANSLATORS.build(config.translator)
+    if not isinstance(translator, AdversarialTranslator):
+        return None
+    rest = {k: v for k, v in config.translator.items() if k not in ("epochs", "decay_epochs")}
+    base = fingerprint(data_key, target_stamp, rest, config.runtime.precision, TRANSLATOR_STAGE_VERSION)
+    return Length(base, translator.epochs)
 
 
 def _fit_translator(config: Config, task: Task, dataset: Dataset, folder: Path, device: torch.device) -> None:

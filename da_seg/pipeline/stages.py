@@ -7,7 +7,8 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,33 +27,70 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class Stages:
-    """Runs named stages once per fingerprint, timing each."""
+@dataclass(frozen=True)
+class Length:
+    """How long a training stage trains: ``epochs``, and ``base``, the fingerprint of every other setting and input.
 
-    def __init__(self, run_dir: Path, resume: bool, keyed: bool = False) -> None:
-        self.run_dir, self.resume, self.keyed = run_dir, resume, keyed
+    A finished stage of the same ``base`` and fewer epochs can be continued to ``epochs`` from its last checkpoint
+    (`Stages` with ``extend``) instead of being trained again from scratch.
+    """
+
+    base: str
+    epochs: int
+
+
+def continued_key(key: str, history: list[int]) -> str:
+    """The fingerprint of a stage trained as ``history`` (the epochs of each earlier, shorter schedule) and then
+    continued to the length ``key`` stands for: not the key of a straight run, whose schedule differs."""
+    return fingerprint(key, "continued after", history) if history else key
+
+
+class Stages:
+    """Runs named stages once per fingerprint, timing each.
+
+    ``extend``: names of stages (e.g. ``{"translator"}``) that ``--resume`` may continue from a shorter finished
+    run of the same settings (`Length`) rather than train again; ours, asked for by the reference CycleGAN's users.
+    """
+
+    def __init__(self, run_dir: Path, resume: bool, keyed: bool = False, extend: Collection[str] = ()) -> None:
+        self.run_dir, self.resume, self.keyed, self.extend = run_dir, resume, keyed, frozenset(extend)
         self.timings: dict[str, float] = {}
 
-    def run(self, name: str, key: str, work: Callable[[Path], Any], collective: bool = False) -> Path:
+    def run(
+        self,
+        name: str,
+        key: str,
+        work: Callable[[Path], Any],
+        collective: bool = False,
+        length: Length | None = None,
+    ) -> Path:
         """Run ``work(folder)`` unless ``folder`` holds a finished stage with this ``key`` (and resuming).
 
         With ``keyed=True`` (studies) folders are named ``name-key`` so variations share identical stages. Under
         torchrun, rank 0 decides whether to reuse the stage and writes its marker; ``collective`` work (DDP
-        training) runs on every rank, other work on rank 0 only, and every rank leaves together.
+        training) runs on every rank, other work on rank 0 only, and every rank leaves together. With ``length``
+        a finished shorter run may be continued (``extend``); the fingerprint the stage ends with, the one its
+        dependants must use, is in ``folder/done.json`` (`stage_key`).
         """
         folder = self.run_dir / (f"{name}-{key}" if self.keyed else name)
         with claimed(folder) if is_main() else contextlib.nullcontext():  # one writer per stage folder
-            return self._run(name, key, work, collective, folder)
+            return self._run(name, key, work, collective, folder, length)
 
-    def _run(self, name: str, key: str, work: Callable[[Path], Any], collective: bool, folder: Path) -> Path:
+    def _run(
+        self, name: str, key: str, work: Callable[[Path], Any], collective: bool, folder: Path, length: Length | None
+    ) -> Path:
         marker = folder / "done.json"
         main = is_main()
+        history: list[int] = []
+        if main and self.resume and length is not None:
+            key, history = self._lengthen(name, key, folder, length)
         reuse = main and self.resume and marker.exists() and read_json(marker).get("fingerprint") == key
         if broadcast_object(reuse):
             self.timings[name] = read_json(marker).get("seconds", 0.0)
             return folder
+        lengths = {} if length is None else {"base": length.base, "epochs": length.epochs, "history": history}
         if main:
-            self._prepare(name, folder, key)
+            self._prepare(name, folder, key, lengths)
         barrier()
         start = time.perf_counter()
         plain = main and not output_is_terminal()  # a log file gets a line per stage; a terminal has the bars
@@ -68,26 +106,67 @@ class Stages:
             print(f"stage '{name}': done in {seconds:.1f} s", flush=True)
         self.timings[name] = seconds
         if main:
-            write_json(marker, {"fingerprint": key, "seconds": seconds})
+            write_json(marker, {"fingerprint": key, "seconds": seconds, **lengths})
         barrier()
         return folder
 
-    def _prepare(self, name: str, folder: Path, key: str) -> None:
+    def _lengthen(self, name: str, key: str, folder: Path, length: Length) -> tuple[str, list[int]]:
+        """The key and history of this stage when it continues a shorter finished run of the same ``base`` (or an
+        interrupted continuation): ``(key, [])`` when it does not; says why a shorter run is not continued."""
+        done = _record(folder / "done.json") or {}
+        started = _record(folder / "started.json") or {}
+        if done.get("fingerprint") == key:
+            return key, []
+        if done.get("base") == length.base and "epochs" in done:
+            trained, before = int(done["epochs"]), [int(e) for e in done.get("history", [])]
+            flag = f"--extend-{name}"
+            if before and trained == length.epochs:  # continued earlier to this very length
+                if name in self.extend:
+                    return done["fingerprint"], before
+                _say(f"stage '{name}': it was continued ({' -> '.join(map(str, [*before, trained]))} epochs, {flag}); "
+                     f"without {flag} it is a straight {trained}-epoch schedule, not the one it had")  # fmt: skip
+            elif trained < length.epochs and name in self.extend:
+                _say(f"stage '{name}': continuing from epoch {trained} to {length.epochs} ({flag})")
+                return continued_key(key, [*before, trained]), [*before, trained]
+            elif trained < length.epochs:
+                _say(f"stage '{name}': trained for {trained} epochs with otherwise the same settings; {flag} would "
+                     f"continue it from its last checkpoint to {length.epochs} instead")  # fmt: skip
+        elif not done and name in self.extend and started.get("base") == length.base:
+            history = [int(e) for e in started.get("history", [])]
+            if history and started.get("epochs") == length.epochs:  # an interrupted continuation: finish it
+                return continued_key(key, history), history
+        return key, []
+
+    def _prepare(self, name: str, folder: Path, key: str, lengths: dict[str, Any]) -> None:
         """Make ``folder`` ready for a stage with fingerprint ``key``: keep a partial run of the same key (its
-        checkpoints resume mid-training), clear anything else the run left there, so no checkpoint of other
-        settings or inputs is ever continued; say in one line what happens on resume."""
+        checkpoints resume mid-training) or the finished shorter run it continues (``lengths["history"]``), clear
+        anything else the run left there, so no checkpoint of other settings or inputs is ever continued; say in
+        one line what happens on resume."""
         marker, started = folder / "done.json", folder / "started.json"
         same = started.is_file() and _fingerprint_in(started) == key
-        if self.resume and marker.is_file():
+        continues = bool(lengths.get("history")) and marker.is_file()
+        if self.resume and marker.is_file() and not continues:
             _say(f"stage '{name}': its settings, inputs or code changed since it ran; running it again")
         elif self.resume and same:
             _say(f"stage '{name}': continuing the interrupted stage from its last checkpoint")
-        if folder.exists() and not same:
+        if folder.exists() and not (same or continues):
             shutil.rmtree(folder)  # a stage folder inside the run directory: da_seg wrote everything in it
         elif marker.exists():
             marker.unlink()
         folder.mkdir(parents=True, exist_ok=True)
-        write_json(started, {"fingerprint": key})
+        write_json(started, {"fingerprint": key, **lengths})
+
+
+def stage_key(folder: Path) -> str:
+    """The fingerprint a finished stage ended with (a continued stage's differs from its settings' key)."""
+    return read_json(folder / "done.json")["fingerprint"]
+
+
+def _record(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_json(path) if path.is_file() else None
+    except DasegError:
+        return None
 
 
 def _fingerprint_in(path: Path) -> str | None:

@@ -24,7 +24,7 @@ SYNCT_TEST = "SynCT"
 
 # A stage's code version is part of its fingerprint: bump it when what the stage computes or writes changes, so
 # ``--resume`` redoes the stage instead of reusing a result of the old code.
-TRANSLATOR_STAGE_VERSION = 1
+TRANSLATOR_STAGE_VERSION = 2  # 2: the image pool no longer races on CPU threads (issue 43): a new result
 SEGMENTER_STAGE_VERSION = 2  # 2: models carry their data domain and precision
 PREDICTIONS_STAGE_VERSION = 1
 EVALUATION_STAGE_VERSION = 2  # 2: scored from the written masks, in-domain rows per fold
