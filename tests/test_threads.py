@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -121,7 +122,8 @@ def test_apply_sets_torch_threads_and_passive_waiting_when_shared(
 ) -> None:
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr("da_seg.threads.allowed_cpus", lambda: {0, 1})
-    assert apply_threads("auto", free=lambda: 1) == 1
+    with pytest.warns(UserWarning, match=r"'auto' took 1 of 2 CPUs .* set runtime.threads to a number"):
+        assert apply_threads("auto", free=lambda: 1) == 1
     assert torch.get_num_threads() == 1
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
 
@@ -131,14 +133,17 @@ def test_apply_on_an_idle_machine_leaves_the_wait_policy_alone(
 ) -> None:
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr("da_seg.threads.allowed_cpus", lambda: {0, 1})
-    assert apply_threads("auto", free=lambda: 2) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # all the CPUs: nothing to warn about
+        assert apply_threads("auto", free=lambda: 2) == 2
     assert "OMP_WAIT_POLICY" not in os.environ
 
 
 def test_apply_keeps_a_wait_policy_the_user_set(keep_threads: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     monkeypatch.setattr("da_seg.threads.allowed_cpus", lambda: {0, 1})
-    apply_threads("auto", free=lambda: 1)
+    with pytest.warns(UserWarning, match="took 1 of 2 CPUs"):
+        apply_threads("auto", free=lambda: 1)
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
