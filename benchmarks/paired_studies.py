@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from da_seg.stats import wilcoxon_paired
-from da_seg.study import per_seed_means
+from da_seg.study import per_run_means
 
 
 def _by_case(rows: list[dict], method: str, test: str) -> dict[tuple[int, str], float]:
@@ -41,7 +41,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows = {name: json.loads((name / "study" / "rows.json").read_text()) for name in (args.a, args.b)}
-    oracle = {name: per_seed_means(r, "oracle", args.test) for name, r in rows.items()}
+    oracle = {name: per_run_means(r, "oracle", args.test) for name, r in rows.items()}
     methods = [m for m in dict.fromkeys(r["method"] for r in rows[args.a]) if m in {r["method"] for r in rows[args.b]}]
     pairs = [tuple(p.split(":", 1)) for p in args.pair] or [(m, m) for m in methods]
     for pair in pairs:
@@ -52,7 +52,7 @@ def main() -> None:
             continue
         print(f"## {' vs '.join(dict.fromkeys(pair))} ({len(common)} pairs)")
         for name, method in zip((args.a, args.b), pair, strict=True):
-            means = per_seed_means([r for r in rows[name] if (r["seed"], r["case"]) in shared], method, args.test)
+            means = per_run_means([r for r in rows[name] if (r["seed"], r["case"]) in shared], method, args.test)
             ratios = [v / oracle[name][s] for s, v in means.items() if oracle[name].get(s)]
             ratio = f"{np.median(ratios):.3f}" if ratios else "-"
             per_seed = ", ".join(f"{v:.3f}" for v in means.values())

@@ -108,7 +108,7 @@ def test_study_over_seeds_with_baselines(tmp_path: Path, tiny_config) -> None:
     result = run_study(study)
     table = {row["variation"]: row for row in result.table}
     assert list(table) == ["cycle_loss=mse", "oracle", "cycle_loss=ssim"]
-    assert all(row["seeds"] == 2 for row in table.values())
+    assert all(row["runs"] == 2 for row in table.values())
     assert table["oracle"]["ratio_to_oracle"] == 1.0 and table["oracle"]["synct_mae_hu"] is None
     assert table["cycle_loss=ssim"]["synct_mae_hu"] > 0
     # each translator's MAE, per seed, beside the table's median

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from da_seg.cli import app
 from da_seg.errors import ConfigError
 from da_seg.pipeline import train_methods
-from da_seg.study import load_study, parse_segmenter, per_seed_means, run_study, study_run
+from da_seg.study import load_study, parse_segmenter, per_run_means, run_study, study_run
 
 
-def test_per_seed_means_averages_each_seeds_cases_of_one_method_and_test() -> None:
+def test_per_run_means_averages_each_seeds_cases_of_one_method_and_test() -> None:
     rows = [
         {"method": "synct", "test": "CT", "seed": 0, "dice": 0.5},
         {"method": "synct", "test": "CT", "seed": 0, "dice": 0.7},
@@ -21,8 +22,8 @@ def test_per_seed_means_averages_each_seeds_cases_of_one_method_and_test() -> No
         {"method": "synct", "test": "SynCT", "seed": 1, "dice": 0.1},
         {"method": "oracle", "test": "CT", "seed": 1, "dice": 0.2},
     ]
-    assert per_seed_means(rows, "synct", "CT") == pytest.approx({0: 0.6, 1: 0.9})
-    assert per_seed_means(rows, "oracle", "SynCT") == {}
+    assert per_run_means(rows, "synct", "CT") == pytest.approx({"s0": 0.6, "s1": 0.9})
+    assert per_run_means(rows, "oracle", "SynCT") == {}
 
 
 def test_parse_segmenter() -> None:
@@ -177,7 +178,7 @@ def test_seeds_split_a_study_over_processes_then_one_report(tmp_path: Path, tiny
     assert list(run_dir.glob("*@v0s2-*")) and not list(run_dir.glob("*@v0s1-*"))
     markers = {p: p.stat().st_mtime_ns for p in run_dir.glob("*@v0s2-*/done.json")}
     whole = run_study(study, resume=True)
-    assert whole.table[0]["seeds"] == 2 and {r["seed"] for r in whole.rows} == {1, 2}
+    assert whole.table[0]["runs"] == 2 and {r["seed"] for r in whole.rows} == {1, 2}
     assert {p: p.stat().st_mtime_ns for p in run_dir.glob("*@v0s2-*/done.json")} == markers  # seed 2 reused
     assert (run_dir / "study/table.md").is_file() and (run_dir / "study/seeds-2/table.md").is_file()
 
@@ -199,3 +200,37 @@ def test_seeds_refuses_what_is_not_a_subset_or_would_delete_others(
     result = CliRunner().invoke(app, ["study", str(study), *args])
     assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_draws_vary_the_phantom_and_ratios_are_taken_per_draw(tmp_path: Path, tiny_config, tiny_phantom) -> None:
+    """Issue 41: a study measures on several phantom draws (data.phantom.seed), not one; each (draw, seed) is a
+    run whose ratio to the oracle counts once in the table's mean and minimum."""
+    tiny_config(tmp_path, seg_epochs=1, baselines='["oracle"]')
+    study = tmp_path / "study.toml"
+    study.write_text('base = "tiny.toml"\nname = "draws"\ndraws = [3, 4]\n[grid]\n"translator.cycle_loss" = ["ssim"]\n')
+    result = run_study(study)
+    assert {(r["draw"], r["unit"]) for r in result.rows} == {(3, "d3/s1"), (4, "d4/s1")}
+    assert all(r["case"].startswith(f"d{r['draw']}/s1/") for r in result.rows)
+    oracle = [r for r in result.rows if r["method"] == "oracle" and r["test"] == "CT"]
+    by_draw = {d: sorted(r["dice"] for r in oracle if r["draw"] == d) for d in (3, 4)}
+    assert by_draw[3] != by_draw[4]  # other data, not the same phantom twice
+    (synct,) = [row for row in result.table if row["variation"] != "oracle"]
+    assert synct["runs"] == 2 and synct["ratio_min"] <= synct["ratio_mean"]
+    ratios = [  # the mean of the per-draw ratios, as the table gives it
+        np.mean([r["dice"] for r in result.rows if r["method"] == synct["variation"] and r["test"] == "CT" and
+                 r["draw"] == d]) / np.mean(by_draw[d])
+        for d in (3, 4)
+    ]  # fmt: skip
+    assert synct["ratio_mean"] == pytest.approx(np.mean(ratios), abs=1e-3)
+    assert synct["ratio_min"] == pytest.approx(min(ratios), abs=1e-3)
+    assert (result.run_dir / "study/report.md").read_text().startswith("# Study on phantom draws [3, 4]")
+    assert {"draw-3", "draw-4"} <= {p.name for p in tiny_phantom.iterdir()}  # each draw in a folder of its own
+
+
+def test_draws_need_a_phantom(tmp_path: Path, tiny_config, tiny_phantom_data: Path) -> None:
+    data = {role: tiny_phantom_data / role for role in ("source", "target", "evaluation")}
+    tiny_config(tmp_path, data=data)
+    study = tmp_path / "study.toml"
+    study.write_text('base = "tiny.toml"\ndraws = [3]\n[grid]\n"translator.cycle_loss" = ["ssim"]\n')
+    with pytest.raises(ConfigError, match="draws vary the phantom, but its base config reads data folders"):
+        run_study(study)
