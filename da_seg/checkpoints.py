@@ -4,7 +4,7 @@ loaded with ``weights_only=True`` (nothing in a checkpoint file ever runs)."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +77,19 @@ def load_checkpoint(
     return meta
 
 
-def load_state(directory: str | Path) -> dict[str, Any] | None:
-    """Optimizer/scheduler state saved beside a checkpoint, or None (``weights_only=True``: no code runs)."""
+def load_state(directory: str | Path, required: Iterable[str] = ()) -> dict[str, Any] | None:
+    """Optimizer/scheduler state saved beside a checkpoint, or None (``weights_only=True``: no code runs).
+
+    ``required``: the keys the caller reads; a state without one of them (written by another version, or another
+    file in its place) is a `DataError` naming the file and the keys, instead of a ``KeyError`` mid-resume.
+    """
     path = Path(directory) / "state.pt"
     if not path.exists():
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols before refusing them
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, or a pickle holding code (never executed with weights_only=True)
         text = str(err).strip() or type(err).__name__
         if "Weights only load failed" in text:
@@ -96,3 +100,13 @@ def load_state(directory: str | Path) -> dict[str, Any] | None:
             f"{path}: unreadable training state ({reason}); delete it to restart that stage from its weights, "
             "or rerun with --force"
         ) from None
+    keys = list(required)
+    missing = [k for k in keys if k not in state] if isinstance(state, dict) else keys
+    if missing:
+        listed = ", ".join(repr(k) for k in missing)
+        what = f"lacks {listed}" if isinstance(state, dict) else f"is a {type(state).__name__}, not a dict of {listed}"
+        raise DataError(
+            f"{path}: the training state {what} (written by another da_seg version, or not a state file); "
+            f"delete the folder {path.parent} to retrain that stage from the start, or rerun with --force"
+        )
+    return state

@@ -161,12 +161,19 @@ def run_cmd(
     set_: list[str] = SetOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run, reusing finished stages."),
     force: bool = typer.Option(False, "--force", help="Redo every stage, overwriting the run directory."),
+    extend_translator: bool = typer.Option(
+        False,
+        "--extend-translator",
+        help="With --resume: continue a finished translator trained for fewer epochs (same settings otherwise) "
+        "from its last checkpoint to translator.epochs, instead of training it again from scratch.",
+    ),
 ) -> None:
     """Run the whole pipeline: data -> translator -> SynCT -> segmenter -> evaluation -> report."""
     from da_seg.config import load_config
     from da_seg.pipeline import run_pipeline
 
-    result = run_pipeline(load_config(config, parse_overrides(set_)), resume=resume, force=force)
+    config_ = load_config(config, parse_overrides(set_))
+    result = run_pipeline(config_, resume=resume, force=force, extend_translator=extend_translator)
     console.print(f"[green]done[/green]: report at {_plain(result.report)}")
 
 
@@ -200,8 +207,8 @@ def bench_cmd(
     force: bool = typer.Option(False, "--force", help="Start the bench directory afresh."),
 ) -> None:
     """Several segmenters on the same SynCT training data and the same real target test set."""
+    from da_seg.bench import run_bench
     from da_seg.config import load_config
-    from da_seg.study import run_bench
 
     result = run_bench(load_config(config, parse_overrides(set_)), segmenter, resume=resume, force=force)
     table = Table(title="segmenter benchmark (real target images)")
@@ -244,16 +251,31 @@ def _seed_list(text: str) -> list[int]:
 
 
 @command("plugins")
-def plugins_cmd() -> None:
+def plugins_cmd(
+    as_json: bool = typer.Option(
+        False, "--json", help="Print JSON: kinds -> names -> plugin, package, location; failed plugins under 'failed'."
+    ),
+) -> None:
     """List every plugin and the components it registers, by kind, with where each comes from."""
-    from da_seg.plugins import component_table, failed_plugins
+    import json
 
-    table = Table(title="da_seg plugins and components")
-    for col in ("plugin", "kind", "name", "defined at"):
-        table.add_column(col)
-    for row in component_table():
-        table.add_row(row.plugin, row.kind, row.name, row.location)
-    console.print(table)
+    from da_seg.plugins import component_index, component_table, failed_plugins
+
+    columns = ("plugin", "kind", "name", "defined at")
+    rows = [(r.plugin, r.kind, r.name, r.location) for r in component_table()]
+    if as_json:
+        typer.echo(json.dumps({"components": component_index(), "failed": failed_plugins()}, indent=2))
+    elif console.is_terminal:  # a table that folds long names instead of cutting them
+        table = Table(title="da_seg plugins and components")
+        for col in columns:
+            table.add_column(col, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:  # piped or logged: plain columns, every name whole (rich would cut them to 80 columns)
+        widths = [max(len(v) for v in values) for values in zip(columns, *rows, strict=True)]
+        for row in (columns, *rows):
+            typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     for name, message in failed_plugins().items():
         err_console.print(f"[red]failed[/red] plugin '{_plain(name)}': {_plain(message)}", highlight=False)
 

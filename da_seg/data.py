@@ -26,10 +26,18 @@ from da_seg.volume import FILE_SUFFIXES, Volume, check_fits, volume_id, volume_s
 MANIFEST = "manifest.csv"
 MIN_INPLANE = 4
 """Fewest in-plane pixels a volume may cover on the common grid (fewer: a line or a point, not an image)."""
+MIN_SLICES = 2
+"""Fewest slices a volume of a run may have on the common grid: the 2.5D networks read each slice with its
+neighbours (``context`` each side), and a single slice has none (its stack would repeat it ``2c+1`` times), as in
+a DICOM series, which `da_seg.volume.read_volume` refuses with fewer than 2 files."""
 
 
 class EmptyMaskWarning(UserWarning):
     """A labelled training case whose mask has no foreground voxel."""
+
+
+class BlankImageWarning(UserWarning):
+    """An image whose voxels all hold one value: blank, or exported wrongly."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class PreparedCase:
         grid: the resampled, canonical grid before the in-plane crop/pad (placeholder array).
         stats: the intensity preset's per-volume statistics (MR percentiles), for `Domain.restore`.
         offset_hw: where the in-plane crop was centred, in pixels from the grid's centre (body centring).
+        constant: the source image's one value when every voxel holds it (a blank image), else None.
     """
 
     id: str
@@ -63,6 +72,7 @@ class PreparedCase:
     grid: Volume
     stats: dict[str, float] = field(default_factory=dict)
     offset_hw: tuple[int, int] = (0, 0)
+    constant: float | None = None
 
 
 class Domain:

@@ -26,3 +26,11 @@ class DataError(DasegError):
 
 class StageNotBuiltError(DasegError):
     """A pipeline stage has no implementation yet; raised instead of pretending success."""
+
+
+class ComponentError(DasegError):
+    """A registered component (segmenter, loss, augmentation, ...) raised while in use, e.g. mid-training.
+
+    The message names its kind, name and plugin; the original exception is chained (``raise ... from``), so
+    ``daseg --debug`` shows the component's own traceback.
+    """

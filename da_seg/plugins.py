@@ -278,4 +278,18 @@ def component_table() -> list[ComponentRow]:
     return sorted(rows, key=lambda r: (r.plugin not in DEFAULT_PLUGINS, r.plugin, r.kind, r.name))
 
 
+def component_index() -> dict[str, dict[str, dict[str, str | None]]]:
+    """``{kind: {name: {"plugin", "package", "location"}}}`` for every registered component (``daseg plugins
+    --json``): which plugin registered it, the installed distribution providing that plugin, where it is defined."""
+    load_plugins()
+    packages: dict[str, str | None] = {}
+    index: dict[str, dict[str, dict[str, str | None]]] = {}
+    for kind, registry in REGISTRIES.items():
+        index[kind] = {}
+        for e in registry.entries():
+            package = packages.setdefault(e.plugin, plugin_package(e.plugin))
+            index[kind][e.name] = {"plugin": e.plugin, "package": package, "location": e.location}
+    return index
+
+
 fill_on_first_lookup(load_plugins)

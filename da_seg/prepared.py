@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 
 from da_seg.data import (
+    MIN_SLICES,
+    BlankImageWarning,
     Case,
     Domain,
     EmptyMaskWarning,
     PreparedCase,
     check_mask,
 )
+from da_seg.errors import DataError
 from da_seg.volume import Volume, read_volume
 
 CACHE_VERSION = 1
@@ -84,7 +87,7 @@ def _write_prepared(folder: Path, prepared: PreparedCase) -> None:
         "grid": _geometry(prepared.grid),
         "stats": prepared.stats,
         "offset_hw": list(prepared.offset_hw),
-    }
+    } | ({"constant": prepared.constant} if prepared.constant is not None else {})
     (tmp / "case.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(folder, ignore_errors=True)  # a damaged folder under this key
     try:
@@ -104,38 +107,68 @@ def _load(folder: Path) -> PreparedCase | None:
     except (OSError, ValueError, KeyError):
         return None
     offset = tuple(meta.get("offset_hw", (0, 0)))
-    return PreparedCase(
-        meta["id"], image, mask, _placeholder(meta["original"]), _placeholder(meta["grid"]), meta["stats"], offset
-    )
+    original, grid = _placeholder(meta["original"]), _placeholder(meta["grid"])
+    return PreparedCase(meta["id"], image, mask, original, grid, meta["stats"], offset, meta.get("constant"))
+
+
+def _warn_blank(case: Case, value: float) -> None:
+    message = f"{case.image}: the image is constant (every voxel {value:g}); it is blank or was exported wrongly"
+    warnings.warn(message, BlankImageWarning, stacklevel=3)
+
+
+def _check_slices(case: Case, prepared: PreparedCase, domain: Domain) -> None:
+    """Refuse a volume with fewer than `MIN_SLICES` slices on the common grid (a single slice saved as 3D)."""
+    depth = prepared.image.shape[0]
+    if depth < MIN_SLICES:
+        original = prepared.original
+        raise DataError(
+            f"{case.image}: only {depth} slice on the common grid ({' x '.join(map(str, original.shape[::-1]))} "
+            f"voxels of {' x '.join(f'{s:g}' for s in original.spacing)} mm, at {domain.spacing_zyx[0]:g} mm "
+            f"slices); the 2.5D networks read each slice with its neighbours, so a volume needs at least "
+            f"{MIN_SLICES}: give the whole volume, not one slice (or a finer data.spacing)"
+        )
 
 
 def prepare_case(case: Case, domain: Domain) -> PreparedCase:
-    """Read one case (checking its mask) and put it on ``domain``'s grid."""
+    """Read one case (checking its mask) and put it on ``domain``'s grid; a constant (blank) image is warned about
+    (`BlankImageWarning`), and refused when its label marks voxels."""
     image = read_volume(case.image)
     mask = None
     if case.label is not None:
         label = read_volume(case.label)
         mask = label.with_array(check_mask(label, image, case))
-    return domain.prepare(image, mask, id=case.id)
+    prepared = domain.prepare(image, mask, id=case.id)
+    if image.array.size and image.array.min() == image.array.max():
+        prepared.constant = float(image.array.flat[0])
+        _warn_blank(case, prepared.constant)
+    return prepared
 
 
 def load_prepared(cases: list[Case], domain: Domain, cache_dir: str | Path | None = None) -> list[PreparedCase]:
     """Prepare every case, reusing ``cache_dir/<key>/`` (``image.npy``, ``mask.npy``, ``case.json``) when fresh.
 
     The key covers the files (path, mtime, size) and the domain settings, so an edited file or another grid is
-    prepared again; a second run with the same data reads only ``.npy`` files.
+    prepared again; a second run with the same data reads only ``.npy`` files. A cached case warns as its files did
+    (an empty mask, a blank image).
+
+    Raises:
+        DataError: a file is unreadable or inconsistent, or a volume has fewer than `MIN_SLICES` slices on the grid.
     """
     prepared = []
     for case in cases:
-        if cache_dir is None:
-            prepared.append(prepare_case(case, domain))
-            continue
-        folder = Path(cache_dir) / f"{case.id}-{cache_key(case, domain)}"
-        cached = _load(folder) if folder.is_dir() else None
+        folder = None if cache_dir is None else Path(cache_dir) / f"{case.id}-{cache_key(case, domain)}"
+        cached = _load(folder) if folder is not None and folder.is_dir() else None
         if cached is None:
-            cached = prepare_case(case, domain)
-            _save(folder, cached)
-        elif cached.mask is not None and case.label is not None and not cached.mask.any():
+            fresh = prepare_case(case, domain)
+            _check_slices(case, fresh, domain)
+            if folder is not None:
+                _save(folder, fresh)
+            prepared.append(fresh)
+            continue
+        _check_slices(case, cached, domain)
+        if cached.mask is not None and case.label is not None and not cached.mask.any():
             warnings.warn(f"{case.label}: mask is empty (no foreground voxel)", EmptyMaskWarning, stacklevel=2)
+        if cached.constant is not None:
+            _warn_blank(case, cached.constant)
         prepared.append(cached)
     return prepared

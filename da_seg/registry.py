@@ -16,13 +16,15 @@ import difflib
 import fnmatch
 import inspect
 import numbers
+import traceback
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from da_seg.errors import ConfigError
+from da_seg.errors import ComponentError, ConfigError, DasegError
 
 Factory = Callable[..., Any]
 _fill_registries: Callable[[], object] | None = None
@@ -62,6 +64,7 @@ class Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        self._shadowed: dict[str, list[Entry]] = {}  # what ``override=True`` replaced, oldest first, to restore
 
     # -- filling ---------------------------------------------------------------------------------------------
     def register(
@@ -90,17 +93,34 @@ class Registry:
                 f"{self.kind} '{key}' is already registered by plugin '{first.plugin}' ({first.location}); "
                 f"pick another name or pass override=True"
             )
+        if key in self._entries:
+            self._shadowed.setdefault(key, []).append(self._entries[key])
         self._entries[key] = Entry(key, factory, plugin, _location(factory))
         return factory
 
     def unregister(self, name: str) -> None:
-        """Remove ``name`` (tests and plugin authors use this to clean up)."""
+        """Remove ``name`` (tests and plugin authors use this to clean up); what it overrode comes back."""
         self._entries.pop(name, None)
+        self._restore(name)
 
     def unregister_plugin(self, plugin: str) -> None:
-        """Remove every entry ``plugin`` registered (a plugin that failed half-way, or is unloaded)."""
-        for name in [n for n, e in self._entries.items() if e.plugin == plugin]:
-            del self._entries[name]
+        """Remove every entry ``plugin`` registered (a plugin that failed half-way, or is unloaded); an entry it
+        replaced with ``override=True`` (e.g. a built-in) comes back."""
+        for name in list(self._entries):
+            self._shadowed[name] = [e for e in self._shadowed.get(name, []) if e.plugin != plugin]
+            if self._entries[name].plugin == plugin:
+                del self._entries[name]
+                self._restore(name)
+            elif not self._shadowed[name]:
+                del self._shadowed[name]
+
+    def _restore(self, name: str) -> None:
+        """Put back the latest entry that ``name``'s removed one had overridden, if any."""
+        shadowed = self._shadowed.pop(name, [])
+        if shadowed:
+            self._entries[name] = shadowed.pop()
+            if shadowed:
+                self._shadowed[name] = shadowed
 
     # -- lookup ----------------------------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
@@ -135,7 +155,11 @@ class Registry:
             close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             known = ", ".join(sorted(self._entries)) or "none"
-            raise ConfigError(f"unknown {self.kind} '{name}'{hint} (known: {known})")
+            raise ConfigError(
+                f"unknown {self.kind} '{name}'{hint} (known: {known}); if a plugin provides it, it is not installed "
+                "or not loaded: install it, or name its module under `plugins` or --plugin (`daseg plugins` lists "
+                "what is loaded)"
+            )
         return self._entries[name].factory
 
     def create(self, name: str, **kwargs: Any) -> Any:
@@ -209,6 +233,68 @@ def check_kwargs(factory: Factory, kwargs: Mapping[str, Any], what: str) -> None
             close = difflib.get_close_matches(k, accepted, n=1)
             hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         raise ConfigError(f"{what} got unknown argument {', '.join(hints)}; accepted: {', '.join(accepted)}")
+
+
+InUse = tuple[Registry, str, Any]
+"""A component in use: its registry, its registered name and the object built from it."""
+
+
+@contextmanager
+def component_errors(during: str, *components: InUse) -> Iterator[None]:
+    """Re-raise an exception from inside one of ``components`` as a `ComponentError` naming it and its plugin.
+
+    The culprit is the component whose code is innermost in the traceback: a frame whose ``self`` is the object or
+    one of its submodules, the object's own function, or a function of its factory's module. A `DasegError` passes
+    unchanged, and so does an exception that no component's code raised (a bug of the caller's own).
+
+    Example:
+        >>> with component_errors("training", (SEGMENTERS, "resunet25d", net), (LOSSES, "bce", loss)):  # doctest: +SKIP
+        ...     train(net, loss)
+    """
+    try:
+        yield
+    except DasegError:
+        raise
+    except Exception as err:
+        culprits = _culprits(err, components)
+        if not culprits:
+            raise
+        entries = [registry.entry(name) for registry, name, _ in culprits]
+        what = " or ".join(f"{registry.kind} '{name}'" for registry, name, _ in culprits)
+        plugins = ", ".join(dict.fromkeys(f"'{e.plugin}'" for e in entries))
+        where = f", {entries[0].location}" if len(entries) == 1 else ""
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), "")[:200]
+        raise ComponentError(
+            f"{what} (plugin {plugins}{where}) failed during {during}: {type(err).__name__}: {reason}; "
+            "rerun with --debug for the traceback, and report it to the plugin's author"
+        ) from err
+
+
+def _culprits(err: BaseException, components: tuple[InUse, ...]) -> list[InUse]:
+    """The components whose code raised ``err``: the innermost frame of a component's object (its ``self``, a
+    submodule, its function); a frame in a factory's module only (a helper several may share) narrows that down,
+    and names the culprit when no object frame follows."""
+    marks = []
+    for registry, name, obj in components:
+        named = getattr(obj, "named_modules", None)  # a torch module: its submodules are the component too
+        ids = {id(obj)} | ({id(m) for _, m in named()} if callable(named) else set())
+        module = getattr(registry.entry(name).factory, "__module__", None) or ""
+        home = "" if module.split(".")[0] in ("builtins", "torch") else module
+        marks.append((ids, getattr(obj, "__code__", None), home))
+    loose: list[InUse] | None = None
+    for frame, _ in reversed(list(traceback.walk_tb(err.__traceback__))):
+        owner, module = frame.f_locals.get("self"), str(frame.f_globals.get("__name__", ""))
+        exact, near = [], []
+        for component, (ids, code, home) in zip(components, marks, strict=True):
+            if (owner is not None and id(owner) in ids) or frame.f_code is code:
+                exact.append(component)
+            elif home and (module == home or module.startswith(home + ".")):
+                near.append(component)
+        if exact:
+            return [c for c in exact if c in (loose or [])] or exact
+        if near and loose is None:
+            loose = near
+    return loose or []
 
 
 TRANSLATORS = Registry("translator")

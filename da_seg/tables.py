@@ -75,3 +75,9 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
         for row in rows:
             writer.writerow({k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()})
     return path
+
+
+def write_tables(folder: Path, table: list[dict[str, Any]]) -> None:
+    """``table.csv`` and ``table.md`` (4 digits) of one table of rows, as `daseg bench` and `daseg study` leave them."""
+    write_csv(folder / "table.csv", table)
+    (folder / "table.md").write_text(to_markdown(table, digits=4) + "\n")

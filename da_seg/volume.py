@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from da_seg.errors import DataError
+from da_seg.itk_output import quietly
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -257,6 +258,17 @@ def _check_nifti(path: Path) -> None:
         raise DataError(f"{path}: {bad} voxels are NaN or infinite; replace them (e.g. by the background) and save")
 
 
+def _read_image(path: Path) -> sitk.Image:
+    if path.is_dir():
+        return _read_dicom_series(path)
+    header = sitk.ImageFileReader()
+    header.SetFileName(str(path))
+    header.ReadImageInformation()
+    size = (*header.GetSize(), header.GetNumberOfComponents())
+    check_fits(size, str(path), "the header's image size is wrong or the file is not a single 3D volume")
+    return sitk.ReadImage(str(path))
+
+
 def read_volume(path: str | Path) -> Volume:
     """Read a 3D image or mask: NIfTI, MHA/MHD, NRRD, or a folder holding one DICOM series.
 
@@ -267,15 +279,7 @@ def read_volume(path: str | Path) -> Volume:
     path = Path(path)
     _check_path(path)
     try:
-        if path.is_dir():
-            image = _read_dicom_series(path)
-        else:
-            header = sitk.ImageFileReader()
-            header.SetFileName(str(path))
-            header.ReadImageInformation()
-            size = (*header.GetSize(), header.GetNumberOfComponents())
-            check_fits(size, str(path), "the header's image size is wrong or the file is not a single 3D volume")
-            image = sitk.ReadImage(str(path))
+        image = quietly(path, lambda: _read_image(path))
     except RuntimeError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         reason = next((line for line in lines if "ERROR" in line), lines[-1] if lines else "unknown reason")

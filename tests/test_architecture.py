@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "da_seg"
@@ -57,3 +58,13 @@ def test_no_file_over_about_400_lines() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert not long, f"split these along their concerns: {long}"
+
+
+def test_ci_and_fixtures_find_the_real_data_without_an_absolute_path() -> None:
+    """Issue 43: .ci/run also looked in /work/shared/data/real, a path of one machine; the data are found by
+    $DASEG_REAL_DATA or beside the clone ($repo/../shared/data/real) only."""
+    root = PACKAGE.parent
+    absolute = re.compile(r"(?<![\w.}])/[\w/.-]*shared/data")
+    found = {name: absolute.findall((root / name).read_text()) for name in (".ci/run", "tests/conftest.py")}
+    assert not any(found.values()), found
+    assert '"$repo/../shared/data/real"' in (root / ".ci/run").read_text()

@@ -34,9 +34,36 @@ def test_plugins_lists_components_by_kind() -> None:
     assert "prostate_mr2ct" in result.stdout
 
 
+def test_plugins_without_a_terminal_prints_every_name_whole() -> None:
+    """Issue 43: piped or logged, rich cut names and paths to 80 columns (``soft_neighbourhoo…``)."""
+    from da_seg.plugins import component_table
+
+    result = invoke("plugins")
+    assert result.exit_code == 0, result.output
+    for row in component_table():
+        assert re.search(rf"^{re.escape(row.plugin)} +{row.kind} +{re.escape(row.name)} +{re.escape(row.location)}$",
+                         result.stdout, re.MULTILINE), row  # fmt: skip
+    assert "…" not in result.stdout
+
+
+def test_plugins_json_lists_kinds_names_and_where_each_comes_from() -> None:
+    import json
+
+    result = invoke("plugins", "--json")
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.stdout)
+    bce = listing["components"]["losses"]["bce"]
+    assert bce["plugin"] == "da_seg.losses" and bce["package"] == "da_seg" and "losses.py:" in bce["location"]
+    assert "prostate_mr2ct" in listing["components"]["tasks"] and listing["failed"] == {}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
+        (
+            'task = "prostate_mr2ct"\ntranslator = { name = "gamma" }\n',
+            "if a plugin provides it, it is not installed or not loaded: install it, or name its module under",
+        ),
         (
             'task = "prostate_mr2ct"\n[segmentation]\nmodel = { name = "resunet2d" }\n',
             "unknown segmenter 'resunet2d'; did you mean 'resunet25d'?",
@@ -80,6 +107,24 @@ def test_every_command_is_documented() -> None:
     names = [c.name or c.callback.__name__ for c in app.registered_commands]
     missing = [n for n in names if f"daseg {n}" not in doc]
     assert not missing, f"commands missing from docs/cli.md: {missing}"
+
+
+def test_every_option_is_documented() -> None:
+    """Each command's options (one of each option's spellings) appear in docs/cli.md."""
+    import typer.main
+
+    from da_seg.cli import add_plugin_commands
+
+    add_plugin_commands()
+    doc = (ROOT / "docs/cli.md").read_text()
+    missing = [
+        f"{name} {param.opts[0]}"
+        for name, command in typer.main.get_command(app).commands.items()
+        for param in command.params
+        if param.param_type_name == "option" and "--help" not in param.opts
+        if not any(re.search(rf"{re.escape(o)}\b", doc) for o in param.opts + param.secondary_opts)
+    ]
+    assert not missing, f"options missing from docs/cli.md: {missing}"
 
 
 def test_help_keeps_square_brackets() -> None:

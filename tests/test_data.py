@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import da_seg.prepared as prepared
-from da_seg.data import Case, Domain, EmptyMaskWarning, find_cases
+from da_seg.data import BlankImageWarning, Case, Domain, EmptyMaskWarning, find_cases
 from da_seg.errors import DataError
 from da_seg.intensity import CTWindow, MRPercentile
 from da_seg.prepared import load_prepared
@@ -103,6 +103,48 @@ def test_empty_mask_warns(tmp_path: Path) -> None:
     write_volume(mask.with_array(np.zeros_like(mask.array)), tmp_path / "labels/a.nii.gz", mask=True)
     with pytest.warns(EmptyMaskWarning, match=r"a\.nii\.gz: mask is empty"):
         load_prepared(find_cases(tmp_path, labelled=True), Domain((4.0, 2.0, 2.0), (32, 32), CTWindow()))
+
+
+def _slab(depth: int, spacing_z: float) -> Volume:
+    """A CT-like body section ``depth`` slices deep."""
+    _, y, x = np.indices((depth, 40, 48))
+    inside = ((x - 24) / 12) ** 2 + ((y - 20) / 9) ** 2 < 1
+    return Volume(np.where(inside, 40, -1000).astype(np.int16), spacing=(1.5, 1.5, spacing_z))
+
+
+@pytest.mark.parametrize(
+    ("depth", "spacing_z", "shown"),
+    [(1, 4.0, "48 x 40 x 1 voxels of 1.5 x 1.5 x 4 mm"), (2, 1.5, "48 x 40 x 2 voxels of 1.5 x 1.5 x 1.5 mm")],
+    ids=["one-slice", "one-slice-on-the-grid"],
+)
+def test_a_single_slice_volume_is_refused_before_anything_trains(
+    tmp_path: Path, depth: int, spacing_z: float, shown: str
+) -> None:
+    """Issue 43: a 3D file holding one slice was accepted; the 2.5D networks need each slice's neighbours."""
+    write_volume(_slab(depth, spacing_z), tmp_path / "images/t0.nii.gz")
+    write_volume(_slab(2, 4.0), tmp_path / "images/t1.nii.gz")  # two slices: enough
+    cases = find_cases(tmp_path, labelled=False)
+    domain = Domain((4.0, 2.0, 2.0), (32, 32), CTWindow())
+    message = rf"{tmp_path / 'images/t0.nii.gz'}: only 1 slice on the common grid \({shown}, at 4 mm slices\)"
+    with pytest.raises(DataError, match=message + r"; the 2\.5D networks .* at least 2: give the whole volume"):
+        load_prepared(cases, domain, tmp_path / "cache")
+    assert load_prepared(cases[1:], domain)[0].image.shape[0] == 2
+
+
+def test_a_blank_image_warns_naming_the_file_also_from_the_cache(tmp_path: Path) -> None:
+    """Issue 43: an unlabelled image whose voxels are all equal (blank, or exported wrongly) passed in silence."""
+    blank = _slab(4, 4.0)
+    write_volume(blank.with_array(np.full_like(blank.array, -1000)), tmp_path / "images/t0.nii.gz")
+    write_volume(_slab(4, 4.0), tmp_path / "images/t1.nii.gz")
+    cases = find_cases(tmp_path, labelled=False)
+    domain = Domain((4.0, 2.0, 2.0), (32, 32), CTWindow())
+    for _ in range(2):  # prepared, then read from the cache
+        with pytest.warns(BlankImageWarning) as caught:
+            load_prepared(cases, domain, tmp_path / "cache")
+        assert [str(w.message) for w in caught] == [
+            f"{tmp_path / 'images/t0.nii.gz'}: the image is constant (every voxel -1000); it is blank or was "
+            "exported wrongly"
+        ]
 
 
 def test_two_processes_preparing_the_same_case_at_once_both_go_on(tmp_path: Path, monkeypatch) -> None:

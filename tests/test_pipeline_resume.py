@@ -12,6 +12,7 @@ import pytest
 
 from da_seg import load_config
 from da_seg.pipeline import run_pipeline
+from da_seg.translators.cyclegan import CycleGAN
 from da_seg.volume import read_volume, write_volume
 
 QUICK = {"gan_epochs": 1, "gan_iterations": 2, "seg_epochs": 1, "baselines": '["no_adaptation"]'}
@@ -124,3 +125,51 @@ def test_extend_translator_needs_resume(tmp_path: Path, tiny_config) -> None:
     with pytest.raises(DasegError, match="--extend-translator continues the translator of an earlier run: use it wi"):
         run_pipeline(load_config(tiny_config(tmp_path, "no_resume", **QUICK)), extend_translator=True)
     assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+class _ExplodingGAN(CycleGAN):
+    """A plugin's CycleGAN whose training step fails on its first iteration."""
+
+    name = "exploding_gan"
+
+    def train_step(self, real_a, real_b, state, mask_a=None):
+        raise RuntimeError("boom in the generator")
+
+
+def test_an_exception_inside_the_translator_during_training_names_it(tmp_path: Path, tiny_config) -> None:
+    """Issue 43: a translator raising mid-training gave a bare traceback naming no component."""
+    import types
+
+    from da_seg import hookimpl
+    from da_seg.errors import ComponentError
+    from da_seg.plugins import load_plugins, unload_plugin
+
+    plugin = types.ModuleType("exploding_gan_plugin")
+    plugin.register_translators = hookimpl(lambda register: register("exploding_gan", _ExplodingGAN))
+    load_plugins([plugin])
+    try:
+        config = load_config(tiny_config(tmp_path, "exploding", **QUICK), {"translator.name": "exploding_gan"})
+        with pytest.raises(ComponentError) as info:
+            run_pipeline(config)
+    finally:
+        unload_plugin(plugin)
+    message = str(info.value)
+    assert message.startswith("translator 'exploding_gan' (plugin 'exploding_gan_plugin', "), message
+    assert "failed during training: RuntimeError: boom in the generator; rerun with --debug" in message
+
+
+def test_resuming_a_translator_whose_state_lacks_keys_is_one_error(tmp_path: Path, tiny_config) -> None:
+    """Issue 43: a state.pt with missing keys gave a KeyError traceback on --resume."""
+    import torch
+
+    from da_seg.errors import DataError
+
+    path = tiny_config(tmp_path, "lacking", **QUICK)
+    run_pipeline(load_config(path))
+    state_file = tmp_path / "runs/lacking/translator/work/last/state.pt"
+    state = torch.load(state_file, weights_only=True)
+    del state["opt_g"], state["pool_a"]
+    torch.save(state, state_file)
+    with pytest.raises(DataError, match=r"state.pt.*(opt_g.*pool_a|pool_a.*opt_g)") as info:
+        run_pipeline(load_config(path, {"translator.epochs": 2}), resume=True, extend_translator=True)
+    assert "\n" not in str(info.value)

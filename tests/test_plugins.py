@@ -55,6 +55,18 @@ def test_plugin_taking_a_used_name_is_refused_with_the_first_owner() -> None:
     unload_plugin(plugin)
 
 
+def test_unloading_a_plugin_that_replaced_a_builtin_restores_the_builtin() -> None:
+    """Issue 43: unloading a plugin that overrode ``bce`` (override=True) left no ``bce`` at all."""
+    builtin = LOSSES.get("bce")
+    plugin = _plugin("override_plugin", register_losses=lambda register: register("bce", object, override=True))
+    load_plugins([plugin])
+    try:
+        assert LOSSES.get("bce") is object and LOSSES.entry("bce").plugin == "override_plugin"
+    finally:
+        unload_plugin(plugin)
+    assert LOSSES.get("bce") is builtin and LOSSES.entry("bce").plugin == "da_seg.losses"
+
+
 def test_misspelled_hook_is_caught() -> None:
     plugin = _plugin("typo_plugin", register_segmentors=lambda register: None)
     with pytest.raises(ConfigError, match="typo_plugin"):

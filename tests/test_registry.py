@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import re
 
 import numpy as np
@@ -125,3 +126,60 @@ def test_the_kinds_of_components() -> None:
         "tasks",
         "selectors",
     }
+
+
+def test_unknown_name_says_a_plugin_may_be_missing(reg: Registry) -> None:
+    """Issue 43: a name no installed plugin provides said only 'unknown', as if it were a typo."""
+    with pytest.raises(ConfigError, match=r"unknown segmenter 'gamma' \(known: resunet25d\); if a plugin provides"):
+        reg.create("gamma", in_channels=1)
+    with pytest.raises(ConfigError, match=r"did you mean 'resunet25d'\? .*not installed or not loaded.*daseg plugins"):
+        reg.create("resunet2d", in_channels=1)
+
+
+class Other(Net):
+    pass
+
+
+def test_unregistering_an_override_restores_what_it_replaced(reg: Registry) -> None:
+    """Issue 43: unloading a plugin that replaced a built-in (override=True) removed the name altogether."""
+    reg.register("resunet25d", Other, override=True, plugin="first")
+    reg.register("resunet25d", Other, override=True, plugin="second")
+    reg.register("only_mine", Other, plugin="first")
+    reg.unregister_plugin("first")  # under 'second': 'second' stays, and after it the original comes back
+    assert reg.entry("resunet25d").plugin == "second" and "only_mine" not in reg.names()
+    reg.unregister_plugin("second")
+    assert reg.get("resunet25d") is Net and reg.entry("resunet25d").plugin == "<direct>"
+    reg.register("resunet25d", Other, override=True)
+    reg.unregister("resunet25d")
+    assert reg.get("resunet25d") is Net
+    reg.unregister("resunet25d")
+    assert "resunet25d" not in reg.names()
+
+
+def test_component_errors_name_the_component_whose_code_raised(reg: Registry) -> None:
+    """Issue 43: an exception from inside a component mid-training was a bare traceback naming no component."""
+    from da_seg.errors import ComponentError, DataError
+    from da_seg.registry import component_errors
+
+    class Exploding(Net):
+        def __call__(self, x: int) -> int:
+            return self.helper(x)
+
+        def helper(self, x: int) -> int:
+            raise RuntimeError(f"boom {x}\nsecond line")
+
+    reg.register("exploding", Exploding, plugin="blast")
+    net, fine = reg.create("exploding", in_channels=1), reg.create("resunet25d", in_channels=1)
+    components = [(reg, "resunet25d", fine), (reg, "exploding", net)]
+    with pytest.raises(ComponentError) as info, component_errors("training", *components):
+        net(3)
+    message = str(info.value)
+    assert message.startswith(f"segmenter 'exploding' (plugin 'blast', {__file__}:")
+    assert "failed during training: RuntimeError: boom 3; rerun with --debug" in message and "\n" not in message
+    assert isinstance(info.value.__cause__, RuntimeError)  # --debug shows the component's own traceback
+    reg.register("counter", collections.Counter)  # a factory of another module than this test's
+    elsewhere = [(reg, "counter", collections.Counter())]
+    with pytest.raises(KeyError), component_errors("training", *elsewhere):  # no component's code: a bug, as is
+        {}["bug"]
+    with pytest.raises(DataError, match="user's"), component_errors("training", *components):
+        raise DataError("user's")

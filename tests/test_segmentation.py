@@ -407,3 +407,87 @@ def test_softmax_mode_trains_saves_and_segments(tmp_path) -> None:
 def test_a_softmax_loss_needs_softmax_mode(tmp_path) -> None:
     with pytest.raises(ConfigError, match="multiclass"):
         train_segmenter(TINY, [blob_case(0)], settings(loss={"name": "ce"}), workdir=tmp_path, progress=False)
+
+
+def test_resuming_from_a_state_without_its_keys_is_one_error(tmp_path) -> None:
+    """Issue 43: a ``last/state.pt`` lacking a key (another version's) gave a KeyError traceback on resume."""
+    cases, quick = [blob_case(0, z=2)], {"workdir": tmp_path, "val_cases": [], "iterations_per_epoch": 1}
+    train_segmenter(TINY, cases, settings(epochs=1), **quick, progress=False)
+    state = torch.load(tmp_path / "last/state.pt", weights_only=True)
+    del state["optimizer"]
+    torch.save(state, tmp_path / "last/state.pt")
+    with pytest.raises(DataError, match=rf"{tmp_path / 'last/state.pt'}: the training state lacks 'optimizer' .*"
+                       rf"delete the folder {tmp_path / 'last'} to retrain"):  # fmt: skip
+        train_segmenter(TINY, cases, settings(epochs=2), **quick, progress=False)
+
+
+class _ExplodingNet(torch.nn.Module):
+    """A segmenter whose forward fails, as a buggy plugin's might mid-training."""
+
+    def __init__(self, in_channels: int, classes: int = 1) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom in segmenter")
+
+
+def _exploding_loss():
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom in loss")
+
+    return loss
+
+
+def _exploding_augmentation():
+    import kornia.augmentation as K
+
+    class Exploding(K.IntensityAugmentationBase2D):
+        def __init__(self) -> None:
+            super().__init__(p=1.0)
+
+        def apply_transform(self, input, params, flags, transform=None):
+            raise RuntimeError("boom in augmentation")
+
+    return Exploding()
+
+
+@pytest.fixture
+def exploding_plugin():
+    import types
+
+    from da_seg import hookimpl
+    from da_seg.plugins import load_plugins, unload_plugin
+
+    plugin = types.ModuleType("exploding_plugin")
+    plugin.register_segmenters = hookimpl(lambda register: register("exploding", _ExplodingNet))
+    plugin.register_losses = hookimpl(lambda register: register("exploding", _exploding_loss))
+    plugin.register_augmentations = hookimpl(lambda register: register("exploding", _exploding_augmentation))
+    load_plugins([plugin])
+    yield plugin
+    unload_plugin(plugin)
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "culprit"),
+    [
+        ({"name": "exploding"}, {}, "segmenter 'exploding'"),
+        (TINY, {"loss": {"name": "exploding"}}, "loss 'exploding'"),
+        (TINY, {"augment": ["flip", "exploding"]}, "augmentation 'exploding'"),
+    ],
+    ids=["segmenter", "loss", "augmentation"],
+)
+def test_an_exception_inside_a_component_during_training_names_it(
+    tmp_path, exploding_plugin, model, options, culprit
+) -> None:
+    """Issue 43: a registered component raising mid-training gave a bare traceback naming no component."""
+    from da_seg.errors import ComponentError
+
+    with pytest.raises(ComponentError) as info:
+        train_segmenter(model, [blob_case(0, z=2)], settings(epochs=1, **options), workdir=tmp_path, val_cases=[],
+                        iterations_per_epoch=1, progress=False)  # fmt: skip
+    message = str(info.value)
+    assert message.startswith(f"{culprit} (plugin 'exploding_plugin', {__file__}:"), message
+    kind = culprit.split()[0]
+    assert f"failed during training: RuntimeError: boom in {kind}; rerun with --debug" in message
+    assert isinstance(info.value.__cause__, RuntimeError) and "\n" not in message

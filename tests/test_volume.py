@@ -237,3 +237,31 @@ def test_empty_folder_is_not_a_dicom_series(tmp_path: Path) -> None:
 def test_unknown_suffix_on_write(tmp_path: Path, oblique: Volume) -> None:
     with pytest.raises(DataError, match=r"out.png: unknown volume format"):
         write_volume(oblique, tmp_path / "out.png")
+
+
+def _folder_named_like_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "ct_001.nii.gz").mkdir()
+    return tmp_path / "ct_001.nii.gz"
+
+
+def _mhd_without_its_data(tmp_path: Path) -> Path:
+    path = write_volume(Volume(np.zeros((3, 4, 5), np.int16)), tmp_path / "ct.mhd")
+    (data,) = [p for p in tmp_path.iterdir() if p.suffix in (".raw", ".zraw")]
+    data.unlink()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [(_folder_named_like_a_file, "no DICOM series"), (_mhd_without_its_data, "cannot read the image")],
+    ids=["empty-folder", "mhd-without-data"],
+)
+def test_itk_prints_nothing_before_our_error(tmp_path: Path, capfd: pytest.CaptureFixture, make, message) -> None:
+    """Issue 43: ITK's own lines (``WARNING: In .../itkGDCMSeriesFileNames.cxx, line 101``, ``MetaImage: Read: Cannot
+    open data file``) reached the C-level stderr before da_seg's one-line error."""
+    path = make(tmp_path)
+    capfd.readouterr()
+    with pytest.raises(DataError, match=message):
+        read_volume(path)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")

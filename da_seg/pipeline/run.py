@@ -47,7 +47,7 @@ from da_seg.pipeline.upstream import (
     TRANSLATOR_STAGE_VERSION,
     Upstream,
 )
-from da_seg.registry import TRANSLATORS
+from da_seg.registry import TRANSLATORS, component_errors
 from da_seg.segmentation import TrainedSegmenter
 from da_seg.task import Task
 from da_seg.threads import apply_threads
@@ -274,15 +274,16 @@ def _fit_translator(config: Config, task: Task, dataset: Dataset, folder: Path, 
         "classes": task.classes,
     }
     layout = {k: v for k, v in options.items() if k in accepted}
-    translator.fit(
-        source,
-        target,
-        workdir=folder / "work",
-        device=device,
-        precision=config.runtime.precision,
-        seed=config.seed,
-        **layout,
-    )
+    with component_errors("training", (TRANSLATORS, config.translator["name"], translator)):
+        translator.fit(
+            source,
+            target,
+            workdir=folder / "work",
+            device=device,
+            precision=config.runtime.precision,
+            seed=config.seed,
+            **layout,
+        )
     if is_main():
         translator.save(folder / "model")
         save_domains(folder / "model", dataset.source_domain, dataset.target_domain)

@@ -21,7 +21,7 @@ from da_seg.errors import ConfigError, DataError
 from da_seg.files import read_json
 from da_seg.metrics.segmentation import dice
 from da_seg.progress import ScalarLog, progress_bar
-from da_seg.registry import LOSSES
+from da_seg.registry import AUGMENTATIONS, LOSSES, SEGMENTERS, component_errors
 from da_seg.segmentation.inference import COMPONENT, Case, TrainedSegmenter, build_segmenter
 from da_seg.slices import SliceBank
 from da_seg.training import (
@@ -39,6 +39,8 @@ from da_seg.training import (
 )
 
 READ_BACK_EVERY = 10  # training steps between loss read-backs (each one waits for the GPU)
+STATE_KEYS = ("optimizer", "epoch", "best", "generator", "torch_rng")
+"""What `train_segmenter` saves in ``last/state.pt`` and reads back on resume."""
 
 
 # -- training ---------------------------------------------------------------------------------------------------
@@ -190,7 +192,7 @@ def train_segmenter(
         identity["multiclass"] = multiclass
     log = ScalarLog(workdir / "log.jsonl")
     start, best = 0, -1.0
-    state = load_state(workdir / "last")
+    state = load_state(workdir / "last", required=STATE_KEYS)
     if state is not None:
         meta = read_json(workdir / "last" / "meta.json")
         if {k: meta.get(k) for k in identity} != identity:
@@ -230,7 +232,12 @@ def train_segmenter(
     batches = _batches(len(bank), global_batch, generator)
     bar = progress_bar(transient=True)
     bar.disable = not (progress and main)
-    with bar:
+    components = (
+        (SEGMENTERS, spec["name"], model),
+        (LOSSES, settings.loss["name"], loss_fn),
+        *((AUGMENTATIONS, s["name"], augment) for s in augment.specs),
+    )
+    with bar, component_errors("training", *components):  # a component's exception names it and its plugin
         task = bar.add_task("segmenter", total=settings.epochs * iters, completed=start * iters, status="")
         for epoch in range(start, settings.epochs):
             model.train()

@@ -322,7 +322,7 @@ class AdversarialTranslator(ABC):
     def _resume(self, last: Path, fit_state: FitState) -> int:
         check_resumable(read_json(last / META).get("config", {}), self.config, last)
         load_checkpoint(last, self._resumable(), component=self.name, map_location=self.device)
-        state = load_state(last)
+        state = load_state(last, required=FitState.required)
         if state is None:
             raise DataError(f"{last}: no optimizer state (state.pt) to resume from; delete the folder to start over")
         fit_state.load_state_dict(state, self.device)

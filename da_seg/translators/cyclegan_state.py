@@ -101,6 +101,7 @@ class FitState:
     generator: torch.Generator
     scaler: torch.amp.GradScaler
     adam: dict[str, AdamUpdate] | None = None  # "g", "d": how the steps update opt_g, opt_d (None: fp16)
+    required = ("epoch", "opt_g", "opt_d", "pool_a", "pool_b", "generator", "torch_rng", "scaler")  # in state.pt
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {
