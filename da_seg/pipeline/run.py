@@ -28,6 +28,7 @@ from da_seg.distributed import barrier, broadcast_object, init_distributed, is_m
 from da_seg.errors import DasegError
 from da_seg.files import read_json, write_json
 from da_seg.pipeline.dataset import Dataset, prepare_dataset, resolve_data
+from da_seg.pipeline.domain_gap import DomainSummary, domain_gap_section, summarise, warn_domain_gap
 from da_seg.pipeline.evaluation import (
     calibration_section,
     evaluate_methods,
@@ -91,6 +92,8 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
         folders = resolve_data(config, task)
         dataset = prepare_dataset(config, task, folders, cache)
     stages.timings["data"] = time.perf_counter() - start
+    if is_main():
+        warn_domain_gap(*_domain_summaries(dataset), (task.source_modality, task.target_modality))
     # every key covers the settings and the files (path, size, mtime) a stage reads, and the stage's code version
     data_key = fingerprint(
         config.data.model_dump(mode="json"), config.task, config.seed, dataset.stamp("source", "source_unlabelled")
@@ -226,11 +229,19 @@ def run_pipeline(
         + paper_test_section(rows, up.task)
         + folds_section(methods)
         + calibration_section(methods, up.task, float(np.prod(up.dataset.target_domain.spacing_zyx)) / 1000)
+        + domain_gap_section(*_domain_summaries(up.dataset), (up.task.source_modality, up.task.target_modality))
         + audit,
     )
     write_json(run_dir / "timings.json", stages.timings)
     barrier()
     return RunResult(run_dir, report, rows, stages.timings)
+
+
+def _domain_summaries(dataset: Dataset) -> tuple[DomainSummary | None, DomainSummary | None]:
+    """What the source images (labelled and not) and the target images (every one the run segments) cover."""
+    source = dataset.source_train + dataset.source_test + dataset.source_unlabelled
+    target = dataset.target + dataset.evaluation + dataset.predict
+    return summarise(source, dataset.source_domain), summarise(target, dataset.target_domain)
 
 
 def _predictions_summary(run_dir: Path, predictions: Path, dataset: Dataset) -> dict[str, Any]:
