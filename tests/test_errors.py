@@ -466,6 +466,15 @@ def test_existing_run_directory_needs_resume_or_force(tmp_path: Path, data) -> N
     )
 
 
+def test_extend_translator_without_resume_is_one_line(tmp_path: Path, data) -> None:
+    source, target = data
+    fails(
+        invoke("run", config(tmp_path, source, target), "--extend-translator"),
+        "--extend-translator continues the translator of an earlier run: use it with --resume",
+    )
+    assert not (tmp_path / "runs").exists()
+
+
 # -- plugins --------------------------------------------------------------------------------------------------
 @pytest.fixture
 def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
