@@ -10,8 +10,8 @@ busy during a short sample of ``/proc/stat`` (this process's own CPU time is tak
 the pipeline calls with ``runtime.threads``; an integer is applied as given, as before.
 
 The thread count changes a run's numbers (a reduction split differently between threads sums in another order:
-two tiny CycleGAN fits at one and at two threads ended with weights 0.005 apart), so "auto" on a busy machine
-warns that it took fewer threads than usual: runs compared bit for bit need ``runtime.threads`` set to a number.
+two tiny CycleGAN fits at one and at two threads ended with weights 0.005 apart), so the run's "runtime:" line says
+when "auto" took fewer threads than the CPUs (`auto_note`): runs compared bit for bit need a number.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Literal
@@ -153,15 +152,20 @@ def apply_threads(setting: ThreadsSetting, free: Callable[[], int] = free_cores)
         if cores < len(allowed_cpus()):
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         threads = resolve_threads(setting, free=lambda: cores)
-        if threads is not None and threads < len(allowed_cpus()) // local_ranks():
-            warnings.warn(
-                f"runtime.threads = 'auto' took {threads} of {len(allowed_cpus())} CPUs (other processes keep the "
-                "rest busy); a result differs with the thread count, so to compare runs bit for bit set "
-                "runtime.threads to a number",
-                stacklevel=2,
-            )
     else:
         threads = resolve_threads(setting)
     if threads is not None:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def auto_note(setting: ThreadsSetting, threads: int) -> str:
+    """What the run's "runtime:" line adds when ``"auto"`` took fewer than the CPUs this process may use: a result
+    differs with the thread count, so a run on a busy machine is not bit for bit a run on an idle one."""
+    cpus = len(allowed_cpus()) // local_ranks()
+    if setting != "auto" or threads >= cpus:
+        return ""
+    return (
+        f" ('auto': {threads} of {cpus} CPUs were free; results differ with the thread count, so to compare runs "
+        "bit for bit set runtime.threads to a number)"
+    )

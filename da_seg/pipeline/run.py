@@ -51,7 +51,7 @@ from da_seg.pipeline.upstream import (
 from da_seg.registry import TRANSLATORS, component_errors
 from da_seg.segmentation import TrainedSegmenter
 from da_seg.task import Task
-from da_seg.threads import apply_threads
+from da_seg.threads import apply_threads, auto_note
 from da_seg.training import resolve_device, resolve_precision, seed_everything, set_deterministic
 from da_seg.translators import load_translator, save_domains
 from da_seg.volume import write_volume
@@ -78,7 +78,8 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
     threads = apply_threads(config.runtime.threads)
     if is_main():  # what "auto" resolved to: a timing or a result is read against it (runtime.json)
         resolved = {"device": str(device), "precision": precision, "torch_threads": threads}
-        print("runtime: " + ", ".join(f"{k} {v}" for k, v in resolved.items()), flush=True)
+        note = auto_note(config.runtime.threads, threads)
+        print("runtime: " + ", ".join(f"{k} {v}" for k, v in resolved.items()) + note, flush=True)
         write_json(stages.run_dir / "runtime.json", resolved)
     seed_everything(config.seed)
     set_deterministic(config.runtime.deterministic)

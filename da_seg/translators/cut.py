@@ -67,7 +67,7 @@ class CUT(AdversarialTranslator):
         disc_width, disc_layers: PatchGAN base width and stride-2 layers.
         image_size, batch_size, epochs, iterations_per_epoch, lr, betas, decay_epochs, context, source_augment,
         target_augment, sample_every, keep_checkpoints, checkpoint_every, log_every, translate_batch, ema,
-            tta_flip: as in `CycleGAN`.
+            tta_flip, upsample: as in `CycleGAN` (``upsample = "resize"``: no checkerboard).
         nce_weight: weight of the PatchNCE loss (CUT's lambda_NCE).
         nce_identity: also apply PatchNCE to target images through the generator (CUT: yes; FastCUT: no).
         nce_layers: generator layers whose outputs the PatchNCE loss compares (default: CUT's 0, 4, 8, 12, 16,
@@ -109,6 +109,7 @@ class CUT(AdversarialTranslator):
         translate_batch: int = 8,
         ema: float | None = None,
         tta_flip: bool = False,
+        upsample: str = "transposed",
     ) -> None:
         self._setup({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         encoder = 10 + blocks  # pad, conv, norm, relu, 2 x (conv, norm, relu), the residual blocks
@@ -118,7 +119,7 @@ class CUT(AdversarialTranslator):
         if patches < 2 or temperature <= 0:
             raise ConfigError(f"cut: patches must be >= 2 and temperature > 0, got {patches}, {temperature}")
         channels = 2 * context + 1
-        self.g_ab = ResnetGenerator(channels, channels, width, blocks)
+        self.g_ab = ResnetGenerator(channels, channels, width, blocks, upsample)
         if not nce_layers or any(not 0 <= i < encoder for i in nce_layers):
             raise ConfigError(f"cut: nce_layers must lie in the encoder, 0..{encoder - 1}, got {list(nce_layers)}")
         self.d_b = PatchDiscriminator(channels, disc_width, disc_layers)

@@ -41,6 +41,8 @@ class CycleGAN(AdversarialTranslator):
 
     Args:
         generator: ``"resnet"`` (``blocks`` residual blocks) or ``"unet"`` (``unet_depth`` levels).
+        upsample: the generators' upsampling: ``"transposed"`` (CycleGAN's) or ``"resize"`` (ours: nearest then
+            convolution, no checkerboard; `da_seg.translators.networks`).
         width: generator base width (ngf); 64 in the CycleGAN paper, 16 keeps CPU runs short.
         blocks: residual blocks (6 for 128x128, 9 for 256x256 in CycleGAN).
         unet_depth: stride-2 levels of the U-Net generator.
@@ -105,13 +107,14 @@ class CycleGAN(AdversarialTranslator):
         tta_flip: bool = False,
         structure_loss: LossSpec | None = None,
         structure_weight: float = 1.0,
+        upsample: str = "transposed",
     ) -> None:
         self._setup({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         self.cycle = build_loss(cycle_loss)
         self.structure = None if structure_loss is None else build_loss(structure_loss)
         channels = 2 * context + 1
-        self.g_ab = build_generator(generator, channels, width, blocks, unet_depth)
-        self.g_ba = build_generator(generator, channels, width, blocks, unet_depth)
+        self.g_ab = build_generator(generator, channels, width, blocks, unet_depth, upsample)
+        self.g_ba = build_generator(generator, channels, width, blocks, unet_depth, upsample)
         self.d_a = PatchDiscriminator(channels, disc_width, disc_layers)
         self.d_b = PatchDiscriminator(channels, disc_width, disc_layers)
         for net in (self.g_ab, self.g_ba, self.d_a, self.d_b):

@@ -3,6 +3,11 @@ generators, and the 70x70 PatchGAN discriminator.
 
 All take and return ``(B, C, H, W)`` images in [-1, 1] (tanh output). Generators pad any input to a multiple of
 their total stride (replicating the border) and crop back, so whole slices of any size go through.
+
+``upsample``: ``"transposed"`` (CycleGAN's strided transposed convolutions) or ``"resize"`` (ours to offer: nearest
+upsampling by 2, then a 3x3 convolution; Odena et al. 2016, "Deconvolution and checkerboard artifacts"). A
+transposed convolution whose kernel does not divide by its stride covers the output pixels unevenly, which leaves a
+period-2 checkerboard in the SynCT; resize-convolution covers them evenly.
 """
 
 from __future__ import annotations
@@ -35,6 +40,23 @@ class _PadToMultiple(nn.Module):
         return y if y.shape[-2:] == size else y[..., rows, cols]
 
 
+UPSAMPLING = ("transposed", "resize")
+
+
+def _upsample(upsample: str, channels_in: int, channels_out: int, kernel: int, padding: int, **extra: int) -> list:
+    """Layers that double H and W: a transposed convolution (``kernel``, stride 2, ``padding``, ``extra``) or nearest
+    upsampling then a 3x3 convolution (reflection-padded)."""
+    if upsample == "transposed":
+        return [nn.ConvTranspose2d(channels_in, channels_out, kernel, stride=2, padding=padding, **extra)]
+    if upsample == "resize":
+        return [
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels_in, channels_out, 3),
+        ]
+    raise ConfigError(f"upsample must be one of {UPSAMPLING}, got {upsample!r}")
+
+
 class ResnetBlock(nn.Module):
     """``x + conv-IN-ReLU-conv-IN(x)`` with reflection padding."""
 
@@ -61,7 +83,14 @@ class ResnetGenerator(_PadToMultiple):
         ``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 64, blocks: int = 9) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        width: int = 64,
+        blocks: int = 9,
+        upsample: str = "transposed",
+    ) -> None:
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(in_channels, width, 7),
@@ -74,11 +103,7 @@ class ResnetGenerator(_PadToMultiple):
         layers += [ResnetBlock(width * 4) for _ in range(blocks)]
         for i in range(2):  # upsampling
             c = width * 2 ** (2 - i)
-            layers += [
-                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1),
-                _norm(c // 2),
-                nn.ReLU(True),
-            ]
+            layers += [*_upsample(upsample, c, c // 2, 3, 1, output_padding=1), _norm(c // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, out_channels, 7), nn.Tanh()]
         super().__init__(nn.Sequential(*layers), multiple=4)
 
@@ -86,7 +111,15 @@ class ResnetGenerator(_PadToMultiple):
 class _UnetLevel(nn.Module):
     """One U-Net level: down (conv 4x4 s2), the inner levels, up (transposed conv 4x4 s2), skip by concatenation."""
 
-    def __init__(self, outer: int, inner: int, sub: nn.Module | None, outermost: bool = False, out: int = 0) -> None:
+    def __init__(
+        self,
+        outer: int,
+        inner: int,
+        sub: nn.Module | None,
+        outermost: bool = False,
+        out: int = 0,
+        upsample: str = "transposed",
+    ) -> None:
         super().__init__()
         self.outermost = outermost
         down: list[nn.Module] = [] if outermost else [nn.LeakyReLU(0.2, True)]
@@ -94,7 +127,7 @@ class _UnetLevel(nn.Module):
         if not outermost and sub is not None:
             down.append(_norm(inner))
         up_in = inner if sub is None else 2 * inner
-        up: list[nn.Module] = [nn.ReLU(True), nn.ConvTranspose2d(up_in, out if outermost else outer, 4, 2, 1)]
+        up: list[nn.Module] = [nn.ReLU(True), *_upsample(upsample, up_in, out if outermost else outer, 4, 1)]
         up.append(nn.Tanh() if outermost else _norm(outer))
         self.down, self.sub, self.up = nn.Sequential(*down), sub or nn.Identity(), nn.Sequential(*up)
 
@@ -110,14 +143,16 @@ class UnetGenerator(_PadToMultiple):
         ``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``; H, W are padded to a multiple of ``2**depth``.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 64, depth: int = 7) -> None:
+    def __init__(
+        self, in_channels: int = 1, out_channels: int = 1, width: int = 64, depth: int = 7, upsample: str = "transposed"
+    ) -> None:
         if depth < 2:
             raise ConfigError(f"unet depth must be >= 2, got {depth}")
         widths = [width * min(2**i, 8) for i in range(depth)]
         level: nn.Module | None = None
         for i in range(depth - 1, 0, -1):
-            level = _UnetLevel(widths[i - 1], widths[i], level)
-        top = _UnetLevel(in_channels, widths[0], level, outermost=True, out=out_channels)
+            level = _UnetLevel(widths[i - 1], widths[i], level, upsample=upsample)
+        top = _UnetLevel(in_channels, widths[0], level, outermost=True, out=out_channels, upsample=upsample)
         super().__init__(top, multiple=2**depth)
 
 
@@ -153,10 +188,12 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def build_generator(kind: str, channels: int, width: int, blocks: int, depth: int) -> nn.Module:
+def build_generator(
+    kind: str, channels: int, width: int, blocks: int, depth: int, upsample: str = "transposed"
+) -> nn.Module:
     """``resnet`` (``blocks`` residual blocks) or ``unet`` (``depth`` levels), ``channels`` in and out."""
     if kind == "resnet":
-        return ResnetGenerator(channels, channels, width, blocks)
+        return ResnetGenerator(channels, channels, width, blocks, upsample)
     if kind == "unet":
-        return UnetGenerator(channels, channels, width, depth)
+        return UnetGenerator(channels, channels, width, depth, upsample)
     raise ConfigError(f"generator must be 'resnet' or 'unet', got {kind!r}")
