@@ -151,6 +151,8 @@ class Domain:
             )
         check_fits((z, *self.size_hw), f"{source} cropped to data.size {list(self.size_hw)}", "use a smaller data.size")
         grid = resample(canonical, self.spacing_zyx)
+        correct = getattr(self.intensity, "correct", None)
+        grid = correct(grid) if callable(correct) else grid  # e.g. an MR bias field divided out
         stats = self.intensity.fit(grid.array)
         normalised = self.intensity.forward(grid.array, stats)
         padding = self.intensity.padding_value

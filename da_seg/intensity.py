@@ -5,7 +5,8 @@ networks only ever see [-1, 1]. ``padding_value`` is what "air / background" bec
 pads an image. Per-volume statistics (MR percentiles) come from ``fit`` and are passed back to ``forward`` and
 ``inverse`` so a restored image is in that volume's own units. A preset may also have ``check(array, source)``,
 which `da_seg.data.Domain.prepare` calls on every raw volume to refuse one that cannot be in the preset's units (a
-CT not in HU, an MR folder holding CT) with a `DataError` naming the file, instead of training on garbage.
+CT not in HU, an MR folder holding CT) with a `DataError` naming the file, instead of training on garbage, and
+``correct(volume)``, which it applies to the volume on the common grid before ``fit`` (MR bias-field correction).
 
 Example:
     >>> from da_seg.intensity import CTWindow
@@ -16,12 +17,14 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from da_seg.errors import ConfigError, DataError
 from da_seg.hookspecs import hookimpl
+from da_seg.volume import Volume
 
 # The full 12-bit CT range: "window off" still maps to [-1, 1] without clipping real tissue.
 CT_FULL_RANGE = (-1024.0, 3071.0)
@@ -145,15 +148,36 @@ class MRPercentile:
         lower: lower percentile (default 0.5).
         upper: upper percentile (default 99.5).
         check: refuse volumes that look like a CT in HU (see `check`).
+        bias_field: divide out the coil's smooth multiplicative shading first (`correct`, SimpleITK's N4; ours to
+            offer against the bias fields of real MR, issue 41). Off by default.
     """
 
     padding_value = -1.0
 
-    def __init__(self, lower: float = 0.5, upper: float = 99.5, check: bool = True) -> None:
+    def __init__(self, lower: float = 0.5, upper: float = 99.5, check: bool = True, bias_field: bool = False) -> None:
         if not 0.0 <= lower < upper <= 100.0:
             raise ConfigError(f"mr_percentile: need 0 <= lower < upper <= 100, got {lower}, {upper}")
         self.lower, self.upper = float(lower), float(upper)
         self.checks = bool(check)
+        self.bias_field = bool(bias_field)
+
+    def correct(self, volume: Volume) -> Volume:
+        """``volume`` with its bias field divided out when ``bias_field`` (else as it is): N4 (Tustison et al. 2010,
+        SimpleITK's ``N4BiasFieldCorrectionImageFilter``) fitted on a 2x in-plane shrink of the image inside an Otsu
+        foreground mask, the field then evaluated on the full grid."""
+        if not self.bias_field:
+            return volume
+        import SimpleITK as sitk
+
+        image = sitk.GetImageFromArray(np.asarray(volume.array, dtype=np.float32))
+        image.SetSpacing(volume.spacing)
+        mask = sitk.OtsuThreshold(image, 0, 1, 200)
+        shrink = [2, 2, 1]  # (x, y, z): MR slices are few and thick
+        n4 = sitk.N4BiasFieldCorrectionImageFilter()
+        n4.SetMaximumNumberOfIterations([50, 50, 50])
+        n4.Execute(sitk.Shrink(image, shrink), sitk.Shrink(mask, shrink))
+        field = sitk.GetArrayFromImage(sitk.Exp(n4.GetLogBiasFieldAsImage(image)))
+        return replace(volume, array=(volume.array / np.maximum(field, 1e-6)).astype(np.float32))
 
     def check(self, array: np.ndarray, source: str) -> None:
         """Refuse a volume that looks like a CT in HU (5% or more of its voxels below -500, i.e. air in HU).
@@ -171,7 +195,8 @@ class MRPercentile:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"name": "mr_percentile", "lower": self.lower, "upper": self.upper}
+        settings = {"name": "mr_percentile", "lower": self.lower, "upper": self.upper}
+        return settings | ({"bias_field": True} if self.bias_field else {})  # older cache keys stay valid
 
     def fit(self, array: np.ndarray) -> dict[str, float]:
         """The volume's percentile values ``{"low": ..., "high": ...}``."""
@@ -193,7 +218,7 @@ class MRPercentile:
         return _from_unit(array, stats["low"], stats["high"])
 
     def __repr__(self) -> str:
-        return f"MRPercentile(lower={self.lower}, upper={self.upper})"
+        return f"MRPercentile(lower={self.lower}, upper={self.upper}, bias_field={self.bias_field})"
 
 
 def ct_window(
@@ -213,9 +238,12 @@ def ct_window(
     return CTWindow(None, None, check) if off else CTWindow(low, high, check, tail_high, tail_share)
 
 
-def mr_percentile(lower: float = 0.5, upper: float = 99.5, check: bool = True) -> MRPercentile:
-    """MR percentile preset (registered as ``mr_percentile``); ``check=False`` accepts CT-like volumes."""
-    return MRPercentile(lower, upper, check)
+def mr_percentile(
+    lower: float = 0.5, upper: float = 99.5, check: bool = True, bias_field: bool = False
+) -> MRPercentile:
+    """MR percentile preset (registered as ``mr_percentile``); ``check=False`` accepts CT-like volumes,
+    ``bias_field=True`` corrects the coil's shading first (N4)."""
+    return MRPercentile(lower, upper, check, bias_field)
 
 
 @hookimpl

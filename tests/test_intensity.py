@@ -9,7 +9,7 @@ import pytest
 
 from da_seg import INTENSITIES, ConfigError
 from da_seg.intensity import CTWindow, MRPercentile
-from da_seg.volume import read_volume
+from da_seg.volume import Volume, read_volume
 
 
 def test_presets_are_registered_and_built_from_config_tables() -> None:
@@ -110,3 +110,30 @@ def test_presets_on_real_value_ranges(real_data: Path) -> None:
     out = MRPercentile().forward(mr)
     assert out.min() == -1 and out.max() == 1
     assert 0.004 < np.mean(out == 1) < 0.006  # the top 0.5% clips
+
+
+def _shaded_phantom() -> tuple[Volume, np.ndarray]:
+    """A textured ellipsoid (mean 100) under a smooth coil shading of +-30% across the field of view (issue 41's
+    level for real prostate MR), on 2 x 2 x 3 mm voxels; returns the volume and the object's mask."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:16, :64, :64].astype(np.float32)
+    inside = ((z - 7.5) / 7) ** 2 + ((y - 31.5) / 26) ** 2 + ((x - 31.5) / 28) ** 2 < 1
+    tissue = np.where(inside, 100 + 5 * rng.standard_normal(inside.shape), 2.0).astype(np.float32)
+    shading = 1 + 0.3 * (x - 31.5) / 31.5
+    return Volume(tissue * shading, spacing=(2.0, 2.0, 3.0)), inside
+
+
+def test_bias_field_correction_flattens_a_shaded_mr() -> None:
+    volume, inside = _shaded_phantom()
+    corrected = INTENSITIES.build({"name": "mr_percentile", "bias_field": True}).correct(volume)
+
+    def spread(v: np.ndarray) -> float:  # coefficient of variation inside the object
+        return float(v[inside].std() / v[inside].mean())
+
+    # the texture alone spreads 0.05; the shading adds 0.08 (measured: 0.129 before, 0.050 after)
+    before, after = spread(volume.array), spread(corrected.array)
+    assert before > 0.12 and after < 0.06, (before, after)
+    assert corrected.spacing == volume.spacing and corrected.array.dtype == np.float32
+    plain = INTENSITIES.build("mr_percentile")
+    assert plain.correct(volume) is volume and "bias_field" not in plain.settings  # off: nothing changes, same key
+    assert INTENSITIES.build({"name": "mr_percentile", "bias_field": True}).settings["bias_field"] is True
