@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from da_seg.errors import ConfigError
 
@@ -55,7 +55,21 @@ class PhantomConfig(Strict):
     n_target_labelled: int = Field(8, ge=0, description="labelled target subjects for the oracle baseline (0: none)")
     paired: bool = Field(True, description="also render each source subject in the target modality (fidelity)")
     seed: int = Field(0, ge=0)
+    realism: str = Field(
+        "default",
+        description="the task's phantom preset: 'default', or 'clinical' (the prostate phantom: the real world's "
+        "differences, docs/data.md)",
+    )
     cache: Path | None = Field(None, description="where to write it; default ~/.cache/da_seg/phantom/<task>-<hash>")
+
+    @model_serializer(mode="wrap")
+    def _default_realism_unsaid(self, handler: Any) -> dict[str, Any]:
+        """``realism = "default"`` is left out of dumps, so the fingerprints and phantom folders of every config
+        written before the key existed stay what they were."""
+        data = handler(self)
+        if data.get("realism") == "default":
+            data.pop("realism")
+        return data
 
 
 class DataConfig(Strict):

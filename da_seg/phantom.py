@@ -9,9 +9,10 @@ subjects of different folders never share an anatomy and the same arguments alwa
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -74,6 +75,7 @@ def write_layout(
     n_target_labelled: int = 0,
     paired: bool = False,
     seed: int = 0,
+    recorded: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a phantom data set in the documented layout (NIfTI) under ``out``.
 
@@ -81,7 +83,8 @@ def write_layout(
     ``source/{images,labels}/mr_NNN``, ``target/images/ct_NNN`` (other subjects, unpaired),
     ``evaluation/{images,labels}/eval_NNN``, ``target_labelled/{images,labels}/ctl_NNN`` (when
     ``n_target_labelled > 0``) and, with ``paired``, ``paired_target/images/mr_NNN``: the source subjects rendered
-    in the target modality under the same names.
+    in the target modality under the same names. ``recorded``: settings the renderers were built with (a task's
+    preset, e.g. ``{"realism": "clinical"}``), kept in the folder's marker beside the counts and the seed.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -95,7 +98,7 @@ def write_layout(
         "n_target_labelled": n_target_labelled,
         "paired": paired,
         "seed": seed,
-    }
+    } | dict(recorded or {})
     _claim(out, settings)
     groups = [("source", "mr", n_source), ("target", "ct", n_target), ("evaluation", "eval", n_evaluation)]
     groups.append(("target_labelled", "ctl", n_target_labelled))

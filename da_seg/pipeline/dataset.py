@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -49,6 +50,10 @@ def ensure_phantom(task: Task, phantom: PhantomConfig, folder: Path) -> Path:
         return folder
     if task.phantom is None:
         raise ConfigError(f"data.phantom is set but task '{task.name}' ships no phantom; give data folders instead")
+    if "realism" in settings and "realism" not in inspect.signature(task.phantom).parameters:
+        raise ConfigError(
+            f"data.phantom.realism = {settings['realism']!r}: the phantom of task '{task.name}' has no presets"
+        )
     task.phantom(folder, **settings)
     write_json(marker, settings)
     return folder

@@ -13,6 +13,13 @@ centre near the origin) from ellipsoids and tubes; each modality samples it on i
   slight blur and correlated noise.
 
 Everything is vectorised numpy on these small grids, so 24 MR + 24 CT subjects take seconds, not minutes.
+
+``realism = "clinical"`` (ours; `CLINICAL` holds every number and where it comes from) renders the same anatomy
+with the differences that broke the method on real files (issue 41): an MR field of view of 100 mm around the
+gland, a stronger coil shading and 8-bit values; a CT 320 mm long (abdomen to thighs, the prostate in its lower
+quarter), the patient rolled a few degrees on the table and, in some subjects, contrast in the bladder. Above the
+bladder the phantom has only body wall, muscle and fat (no bowel, spine or kidneys): it tests extent, not the
+abdomen's organs. Not yet modelled: metal streaks from hip prostheses, fiducials.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from da_seg.errors import ConfigError
 from da_seg.phantom import PhantomImage, ellipsoid, grid_coords, smooth_noise, volume_at, write_layout
 
 # tissue codes of the label map every rendering starts from
@@ -36,6 +44,23 @@ ADJACENT_MUSCLES = (LEVATOR, OBTURATOR)
 MR_SHAPE, MR_SPACING = (24, 160, 160), (3.5, 1.25, 1.25)  # (z, y, x)
 CT_SHAPE, CT_SPACING = (56, 192, 192), (2.0, 2.0, 2.0)
 MR_SUBSLICES = 3  # thick MR slices average this many thin ones (partial volume)
+
+REALISMS = ("default", "clinical")
+CLINICAL = {  # ours, each from what a real file or the issue that asked for it shows
+    # MR: 10 x 10 cm crops around the gland (the user's files in issue 41; "sometimes 10 cm" across)
+    "mr_shape": (24, 80, 80),
+    # coil shading: a linear ramp across the field of view of +-15..30% (issue 41: "up to +-30%")
+    "bias_amplitude": (0.15, 0.30),
+    # 8-bit values (the user's files in issue 41)
+    "mr_levels": 255,
+    # CT: 320 mm along the body (issue 41: 30-40 cm; the TotalSegmentator example CT in shared/data/real: 336 mm)
+    "ct_shape": (160, 192, 192),
+    "ct_centre_z": 80.0,  # grid centre above the prostate: the prostate lies in the lower quarter
+    # roll about the body axis, degrees (issue 41: "a few degrees")
+    "roll_degrees": 4.0,
+    # contrast in the bladder (excretory phase): share of subjects and HU of the urine, ours
+    "bladder_contrast": (0.3, (150.0, 600.0)),
+}
 
 
 @dataclass(frozen=True)
@@ -218,11 +243,23 @@ MR_MEANS = {  # T2-weighted TSE, arbitrary scanner units
 }
 
 
-def render_mr(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
+def coil_ramp(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """The clinical preset's extra coil shading: ``1 + a * t`` with ``t`` running from -1 to 1 across the in-plane
+    field of view in a random direction and ``a`` drawn from ``CLINICAL["bias_amplitude"]``; ``(z, y, x)``."""
+    amplitude = rng.uniform(*CLINICAL["bias_amplitude"])
+    angle = rng.uniform(0, 2 * np.pi)
+    y, x = (np.linspace(-1, 1, n) for n in shape[1:])
+    t = np.cos(angle) * x[None, :] + np.sin(angle) * y[:, None]
+    t = t / np.abs(t).max()
+    return np.broadcast_to(1 + amplitude * t, shape).astype(np.float32)
+
+
+def render_mr(anatomy: Anatomy, rng: np.random.Generator, realism: str = "default") -> PhantomImage:
     """T2 MR on the small-FOV thick-slice grid: texture, partial volume, bias field, Rician noise."""
+    shape = CLINICAL["mr_shape"] if realism == "clinical" else MR_SHAPE
     sx, sy, sz = anatomy.params["shift"]
     centre = (sx * 0.4, sy * 0.4, sz * 0.4)  # MR is planned on the prostate
-    fine_shape = (MR_SHAPE[0] * MR_SUBSLICES, *MR_SHAPE[1:])
+    fine_shape = (shape[0] * MR_SUBSLICES, *shape[1:])
     fine_spacing = (MR_SPACING[0] / MR_SUBSLICES, *MR_SPACING[1:])
     z, y, x = grid_coords(fine_shape, fine_spacing, centre)
     tissues = label_map(anatomy, z, y, x)
@@ -237,17 +274,21 @@ def render_mr(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     nodules = smooth_noise(rng, fine_shape, (2.0, 3.0, 3.0))
     image = np.where(tissues == CG, image * (1 + 0.18 * nodules), image)
     image = np.where(tissues == PZ, image * (1 + 0.08 * nodules), image)
-    image = image.reshape(MR_SHAPE[0], MR_SUBSLICES, *MR_SHAPE[1:]).mean(1)
+    image = image.reshape(shape[0], MR_SUBSLICES, *shape[1:]).mean(1)
     image = ndimage.gaussian_filter(image, (0, 0.6, 0.6))
     centre_slices = tissues[MR_SUBSLICES // 2 :: MR_SUBSLICES]
     # bias field: smooth multiplicative, brighter towards the (posterior and anterior) coil elements
-    y2 = grid_coords(MR_SHAPE, MR_SPACING, centre)[1]
+    y2 = grid_coords(shape, MR_SPACING, centre)[1]
     coil = 1 + 0.25 * np.exp(-(((y2 - 90) / 60) ** 2)) + 0.15 * np.exp(-(((y2 + 110) / 60) ** 2))
-    low_res = ndimage.zoom(rng.normal(0, 0.12, (3, 4, 4)), np.asarray(MR_SHAPE) / (3, 4, 4), order=3)
-    image = image * coil * np.exp(low_res[: MR_SHAPE[0], : MR_SHAPE[1], : MR_SHAPE[2]]) * scale
+    low_res = ndimage.zoom(rng.normal(0, 0.12, (3, 4, 4)), np.asarray(shape) / (3, 4, 4), order=3)
+    image = image * coil * np.exp(low_res[: shape[0], : shape[1], : shape[2]]) * scale
     sigma = rng.uniform(0.025, 0.04) * MR_MEANS[FAT] * scale
     image = np.hypot(image + rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape))  # Rician
     image = np.clip(image, 0, 4000).astype(np.int16)
+    if realism == "clinical":  # drawn after the default's draws, so the default phantom stays as it was
+        image = image * coil_ramp(shape, rng)
+        levels = CLINICAL["mr_levels"]
+        image = np.clip(np.rint(image * (levels / np.percentile(image, 99.9))), 0, levels).astype(np.uint8)
     mask = np.isin(centre_slices, PROSTATE_TISSUES).astype(np.uint8)
     return PhantomImage(
         volume_at(image, MR_SPACING, centre),
@@ -272,14 +313,21 @@ CT_MEANS = {  # Hounsfield units
 }
 
 
-def render_ct(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
+def render_ct(anatomy: Anatomy, rng: np.random.Generator, realism: str = "default") -> PhantomImage:
     """CT in HU on the large-FOV grid with the scanner table; prostate within 5-15 HU of the adjacent muscle."""
+    clinical = realism == "clinical"
+    shape = CLINICAL["ct_shape"] if clinical else CT_SHAPE
     p = anatomy.params
     sx, sy, sz = p["shift"]
     back = 1.03 * p["body"][1] + p["body_centre_y"]  # most posterior skin (buttocks)
-    centre = (sx, sy + 30.0, sz)  # the table sits below the body, so the body is above the FOV centre
-    z, y, x = grid_coords(CT_SHAPE, CT_SPACING, centre)
-    tissues = label_map(anatomy, z, y, x)
+    centre = (sx, sy + 30.0, sz + (CLINICAL["ct_centre_z"] if clinical else 0.0))  # the table below the body
+    z, y, x = grid_coords(shape, CT_SPACING, centre)
+    if clinical:  # the patient rolled on the table: the anatomy turns about the body axis, the table does not
+        extra = np.random.default_rng(anatomy.seed + 1)  # its own stream: the default's draws stay as they were
+        roll = np.deg2rad(extra.uniform(-1, 1) * CLINICAL["roll_degrees"])
+        tissues = label_map(anatomy, z, y * np.cos(roll) - x * np.sin(roll), x * np.cos(roll) + y * np.sin(roll))
+    else:
+        tissues = label_map(anatomy, z, y, x)
     # scanner table: a curved carbon-fibre shell around a foam core, just behind the body
     table_y = back + 1 - 0.0004 * x**2 + 0 * z
     slab = (y > table_y) & (y < table_y + 40) & (np.abs(x) < 190) & (tissues == AIR)
@@ -295,11 +343,15 @@ def render_ct(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     lut[[PZ, CG, CAPSULE]] = prostate
     lut[CORTEX] = rng.uniform(900, 1400)
     lut[MARROW] = rng.uniform(180, 350)
+    if clinical:
+        share, (low, high) = CLINICAL["bladder_contrast"]
+        if extra.random() < share:
+            lut[URINE] = extra.uniform(low, high)
     image = lut[tissues]
-    image += np.where(tissues == STOOL, 120 * smooth_noise(rng, CT_SHAPE, 1.0), 0)  # mottled stool
+    image += np.where(tissues == STOOL, 120 * smooth_noise(rng, shape, 1.0), 0)  # mottled stool
     image = ndimage.gaussian_filter(image, (0.5, 0.7, 0.7))  # scanner resolution (partial volume)
     noise_sd = rng.uniform(10, 20)
-    noise = smooth_noise(rng, CT_SHAPE, (0.3, 0.6, 0.6)) * noise_sd
+    noise = smooth_noise(rng, shape, (0.3, 0.6, 0.6)) * noise_sd
     image = image + np.where(tissues == AIR, 0.3, 1.0) * noise
     image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
     mask = np.isin(tissues, PROSTATE_TISSUES).astype(np.uint8)
@@ -310,25 +362,34 @@ def render_ct(anatomy: Anatomy, rng: np.random.Generator) -> PhantomImage:
     )
 
 
-def phantom_subject(seed: int, modality: str) -> PhantomImage:
-    """Render subject ``seed`` (its anatomy depends only on the seed) as ``"MR"`` or ``"CT"``."""
+def phantom_subject(seed: int, modality: str, realism: str = "default") -> PhantomImage:
+    """Render subject ``seed`` (its anatomy depends only on the seed) as ``"MR"`` or ``"CT"``, in the ``realism``
+    preset (`REALISMS`)."""
+    if realism not in REALISMS:
+        raise ConfigError(f"data.phantom.realism = {realism!r}: the prostate phantom has {list(REALISMS)}")
     sequence = np.random.SeedSequence(seed)
     anatomy_seed, mr_seed, ct_seed = sequence.spawn(3)
     anatomy = sample_anatomy(np.random.default_rng(anatomy_seed))
     if modality == "MR":
-        return render_mr(anatomy, np.random.default_rng(mr_seed))
+        return render_mr(anatomy, np.random.default_rng(mr_seed), realism)
     if modality == "CT":
-        return render_ct(anatomy, np.random.default_rng(ct_seed))
+        return render_ct(anatomy, np.random.default_rng(ct_seed), realism)
     raise ValueError(f"modality must be 'MR' or 'CT', got {modality!r}")
 
 
-# The task's phantom writer: `write_layout(out, *, n_source, n_target, n_evaluation, n_target_labelled=0,
-# paired=False, seed=0)` with this phantom's renderers (MR with prostate masks in source/, CT everywhere else).
-write_phantom = partial(
-    write_layout,
-    render_source=partial(phantom_subject, modality="MR"),
-    render_target=partial(phantom_subject, modality="CT"),
-)
+def write_phantom(out: str | Path, *, realism: str = "default", **layout: Any) -> None:
+    """The task's phantom writer: `write_layout` (``n_source``, ``n_target``, ``n_evaluation``,
+    ``n_target_labelled``, ``paired``, ``seed``) with this phantom's renderers in the ``realism`` preset (MR with
+    prostate masks in source/, CT everywhere else)."""
+    if realism not in REALISMS:  # before any file is written
+        raise ConfigError(f"data.phantom.realism = {realism!r}: the prostate phantom has {list(REALISMS)}")
+    write_layout(
+        out,
+        render_source=partial(phantom_subject, modality="MR", realism=realism),
+        render_target=partial(phantom_subject, modality="CT", realism=realism),
+        recorded={} if realism == "default" else {"realism": realism},  # older folders stay valid
+        **layout,
+    )
 
 
 def save_figure(path: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:

@@ -49,6 +49,9 @@ def register_commands(app: Any) -> None:
         n_ct_labelled: int = typer.Option(0, "--n-ct-labelled", min=0, help="Labelled CT for the oracle."),
         paired: bool = typer.Option(False, "--paired/--no-paired", help="Also render each MR subject as CT."),
         seed: int = typer.Option(0, "--seed", help="Same seed, same data set."),
+        realism: str = typer.Option(
+            "default", "--realism", help="'default', or 'clinical': the real world's differences (docs/data.md)."
+        ),
     ) -> None:
         """Write the pelvic phantom (T2 MR with prostate masks, CT in HU) in the documented data layout."""
         write_phantom(
@@ -59,5 +62,6 @@ def register_commands(app: Any) -> None:
             n_target_labelled=n_ct_labelled,
             paired=paired,
             seed=seed,
+            realism=realism,
         )
         typer.echo(f"phantom written to {out} ({n_mr} MR, {n_ct} CT, {n_eval} evaluation CT)")

@@ -136,3 +136,79 @@ def test_the_examples_grid_puts_mr_and_ct_anatomy_at_the_same_pixels(seed: int) 
         prepared = domain.prepare(rendered.image, rendered.mask, id=modality)
         centres.append(np.argwhere(prepared.mask)[:, 1:].mean(0))  # in-plane (row, column)
     assert np.abs(centres[0] - centres[1]).max() < 3
+
+
+# -- realism = "clinical" (issue 41) ------------------------------------------------------------------------------
+def test_the_clinical_preset_has_the_real_worlds_differences() -> None:
+    """Each option does what docs/data.md says: a CT >= 30 cm long with the prostate in its lower part, a 10 cm MR
+    field of view in 8-bit values, the same anatomy (the prostate's volume agrees across modalities)."""
+    from prostate_mr2ct.phantom import CLINICAL
+
+    ct, mr = phantom_subject(3, "CT", "clinical"), phantom_subject(3, "MR", "clinical")
+    length = ct.image.shape[0] * ct.image.spacing_zyx[0]
+    assert length >= 300
+    z = np.nonzero(ct.mask.array.any(axis=(1, 2)))[0]
+    assert z.mean() < 0.35 * ct.image.shape[0]  # the prostate in the lower part of the long CT
+    fov = np.array(mr.image.shape[1:]) * np.array(mr.image.spacing_zyx[1:])
+    assert np.allclose(fov, 100.0)
+    assert mr.image.array.dtype == np.uint8 and mr.image.array.max() == CLINICAL["mr_levels"]
+    ml = {m: r.mask.array.sum() * np.prod(r.mask.spacing_zyx) for m, r in (("MR", mr), ("CT", ct))}
+    assert 0.8 < ml["MR"] / ml["CT"] < 1.25
+
+
+def test_the_clinical_coil_shading_stays_within_its_stated_range() -> None:
+    from prostate_mr2ct.phantom import CLINICAL, coil_ramp
+
+    low, high = CLINICAL["bias_amplitude"]
+    for seed in range(20):
+        field = coil_ramp((4, 80, 80), np.random.default_rng(seed))
+        spread = (field.max() - field.min()) / 2
+        assert low - 1e-6 <= spread <= high + 1e-6 and abs(field.mean() - 1) < 0.05
+
+
+def test_the_default_preset_renders_what_it_always_did(tmp_path: Path) -> None:
+    """The README job must not change: the default phantom's files and marker are those of earlier versions."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for seed in (0, 7):
+        for modality in ("MR", "CT"):
+            rendered = phantom_subject(seed, modality)
+            for volume in (rendered.image, rendered.mask, rendered.tissues):
+                digest.update(volume.array.tobytes())
+    # measured on the code before the clinical preset existed (commit 1399fef)
+    assert digest.hexdigest() == DEFAULT_DIGEST
+    write_phantom(tmp_path / "p", n_source=1, n_target=1, n_evaluation=1, seed=2)
+    assert "realism" not in json.loads((tmp_path / "p/phantom.json").read_text())
+
+
+def test_a_config_names_the_preset_and_other_tasks_refuse_it(tmp_path: Path) -> None:
+    from da_seg.api import get_task
+    from da_seg.config import PhantomConfig, parse_config
+    from da_seg.errors import ConfigError
+    from da_seg.pipeline.dataset import ensure_phantom
+
+    small = {"n_source": 2, "n_target": 1, "n_evaluation": 1, "n_target_labelled": 0, "paired": False}
+    default = PhantomConfig(**small)
+    assert "realism" not in default.model_dump()  # fingerprints and cache folders of older configs stay
+    task = get_task(parse_config({"task": "prostate_mr2ct"}))
+    folder = ensure_phantom(task, PhantomConfig(**small, realism="clinical"), tmp_path / "clinical")
+    assert json_realism(folder) == "clinical"
+    ct = read_volume(next((folder / "target/images").iterdir()))
+    assert ct.shape[0] * ct.spacing_zyx[0] >= 300
+    with pytest.raises(ConfigError, match="realism = 'fancy': the prostate phantom has"):
+        ensure_phantom(task, PhantomConfig(**small, realism="fancy"), tmp_path / "fancy")
+    assert not (tmp_path / "fancy").exists()
+    cardiac = get_task(parse_config({"task": "cardiac_mr2ct"}))
+    with pytest.raises(ConfigError, match="the phantom of task 'cardiac_mr2ct' has no presets"):
+        ensure_phantom(cardiac, PhantomConfig(**small, realism="clinical"), tmp_path / "cardiac")
+
+
+def json_realism(folder: Path) -> str | None:
+    import json
+
+    return json.loads((folder / "phantom.json").read_text()).get("realism")
+
+
+DEFAULT_DIGEST = "4dcae84773196c44e80339410c3eca7fbf4bec73730feb7a24e6edeba3f3b9f1"
