@@ -16,6 +16,7 @@ from da_seg.hookspecs import hookimpl
 from da_seg.plugins import component_table, load_plugins
 from da_seg.registry import (
     AUGMENTATIONS,
+    EXTENTS,
     INTENSITIES,
     LOSSES,
     METRICS,
@@ -45,6 +46,7 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "AUGMENTATIONS",
+    "EXTENTS",
     "INTENSITIES",
     "LOSSES",
     "METRICS",

@@ -92,9 +92,23 @@ class DataConfig(Strict):
     )
     source_intensity: ComponentSpec | None = Field(None, description="intensity preset; default: the task's")
     target_intensity: ComponentSpec | None = Field(None, description="intensity preset; default: the task's")
+    extent: ComponentSpec | None = Field(
+        None,
+        description="cut every target image to the slices that hold the source images' anatomy: "
+        "{name = 'mutual_information'} or {name = 'box', z_mm = [low, high]} (da_seg.extent); default: whole images",
+    )
     cache: Path | None = Field(None, description="preprocessed-volume cache; default <output>/cache")
 
-    _names = field_validator("source_intensity", "target_intensity", mode="before")(_needs_name)
+    _names = field_validator("source_intensity", "target_intensity", "extent", mode="before")(_needs_name)
+
+    @model_serializer(mode="wrap")
+    def _no_extent_unsaid(self, handler: Any) -> dict[str, Any]:
+        """``extent`` unset is left out of dumps, so the fingerprints of configs written before the key existed stay
+        what they were."""
+        data = handler(self)
+        if data.get("extent") is None:
+            data.pop("extent", None)
+        return data
 
     @field_validator("spacing")
     @classmethod

@@ -63,6 +63,8 @@ class PreparedCase:
         stats: the intensity preset's per-volume statistics (MR percentiles), for `Domain.restore`.
         offset_hw: where the in-plane crop was centred, in pixels from the grid's centre (body centring).
         constant: the source image's one value when every voxel holds it (a blank image), else None.
+        z_range: the slices ``[start, stop)`` of ``grid`` that ``image`` holds when extent matching cut it
+            (`da_seg.extent`), else None (all of them).
     """
 
     id: str
@@ -73,6 +75,7 @@ class PreparedCase:
     stats: dict[str, float] = field(default_factory=dict)
     offset_hw: tuple[int, int] = (0, 0)
     constant: float | None = None
+    z_range: tuple[int, int] | None = None
 
 
 class Domain:
@@ -173,11 +176,15 @@ class Domain:
         Shape:
             ``(z', H, W)`` -> the original file's ``(z, y, x)``.
         """
-        if array.shape[0] != case.grid.shape[0] or tuple(array.shape[1:]) != self.size_hw:
-            raise DataError(
-                f"case {case.id}: array {array.shape} is not on the common grid {(case.grid.shape[0], *self.size_hw)}"
-            )
+        slices = case.image.shape[0] if case.z_range else case.grid.shape[0]
+        if array.shape[0] != slices or tuple(array.shape[1:]) != self.size_hw:
+            raise DataError(f"case {case.id}: array {array.shape} is not on the common grid {(slices, *self.size_hw)}")
         hw = case.grid.shape[1:]
+        if case.z_range:  # extent matching kept these slices: the rest of the grid holds nothing
+            fill = 0 if mask else self.intensity.padding_value
+            start, stop = case.z_range
+            around = ((start, case.grid.shape[0] - stop), (0, 0), (0, 0))
+            array = np.pad(np.asarray(array), around, constant_values=fill)
         if mask:
             on_grid = case.grid.with_array(uncrop(np.asarray(array).astype(np.uint8), hw, 0, case.offset_hw))
             return resample_to(on_grid, case.original, mask=True)

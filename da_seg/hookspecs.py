@@ -82,6 +82,13 @@ def register_intensities(register: Any) -> None:
 
 
 @hookspec
+def register_extents(register: Any) -> None:
+    """Register extent matchers (``data.extent``): factories returning a callable
+    ``matcher(case, references, spacing_zyx) -> (start, stop)``, the slices of a prepared target case that hold the
+    source images' anatomy. See :mod:`da_seg.extent`."""
+
+
+@hookspec
 def register_tasks(register: Any) -> None:
     """Register tasks: a modality pair with its label names, intensity presets, target spacing and, optionally,
     a phantom generator for the data. See :class:`da_seg.task.Task`."""

@@ -28,6 +28,7 @@ from da_seg.registry import REGISTRIES, Registry, fill_on_first_lookup
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "da_seg.losses",
     "da_seg.intensity",
+    "da_seg.extent",
     "da_seg.augment",
     "da_seg.randomisation",
     "da_seg.structure",

@@ -303,6 +303,7 @@ LOSSES = Registry("loss")
 AUGMENTATIONS = Registry("augmentation")
 METRICS = Registry("metric")
 INTENSITIES = Registry("intensity")
+EXTENTS = Registry("extent")
 TASKS = Registry("task")
 SELECTORS = Registry("selector")
 
@@ -313,6 +314,7 @@ REGISTRIES: dict[str, Registry] = {
     "augmentations": AUGMENTATIONS,
     "metrics": METRICS,
     "intensities": INTENSITIES,
+    "extents": EXTENTS,
     "tasks": TASKS,
     "selectors": SELECTORS,
 }

@@ -123,6 +123,7 @@ def test_the_kinds_of_components() -> None:
         "augmentations",
         "metrics",
         "intensities",
+        "extents",
         "tasks",
         "selectors",
     }

@@ -13,11 +13,12 @@ import numpy as np
 from da_seg.config import Config, PhantomConfig
 from da_seg.data import Case, Domain, PreparedCase, find_cases
 from da_seg.errors import ConfigError, DataError
+from da_seg.extent import match_extent
 from da_seg.files import read_json, write_json
 from da_seg.pipeline.stages import fingerprint
 from da_seg.prepared import file_stamp as _stamp
 from da_seg.prepared import load_prepared
-from da_seg.registry import INTENSITIES
+from da_seg.registry import EXTENTS, INTENSITIES
 from da_seg.task import Task
 
 
@@ -194,6 +195,13 @@ def prepare_dataset(config: Config, task: Task, folders: DataFolders, cache: Pat
     if folders.paired_target is not None:
         paired_cases = find_cases(folders.paired_target, labelled=False)
         paired = {c.id: c.image for c in paired_cases}
+    if config.data.extent is not None:  # every target image cut to the slab that holds the MR's anatomy
+        matcher = EXTENTS.build(config.data.extent)
+        references = [case.image for case in source]
+        spacing = target_domain.spacing_zyx
+        target, evaluation, predict, labelled = (
+            match_extent(matcher, cases, references, spacing) for cases in (target, evaluation, predict, labelled)
+        )
     train, test = split_test(source, 0.25, config.seed)
     dataset = Dataset(
         source_domain,

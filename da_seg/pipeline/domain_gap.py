@@ -36,7 +36,7 @@ class DomainSummary:
 
     Attributes:
         images: how many images.
-        length_mm: extent along the body axis (z) on the canonical grid.
+        length_mm: extent along the body axis (z) on the canonical grid (of the slab kept, with ``data.extent``).
         fov_mm: in-plane extent ``(y, x)`` on the canonical grid.
         window_share: share of the in-plane crop window the image fills (1: all of it; the rest is padding).
         spacing_mm: native voxel size ``(z, y, x)`` (the file's, sorted to the canonical axes' order).
@@ -57,7 +57,8 @@ def summarise(cases: Sequence[PreparedCase], domain: Domain) -> DomainSummary | 
     lengths, fovs, shares, spacings = [], [], [], []
     for case in cases:
         extent_zyx = np.array(case.grid.shape) * np.array(case.grid.spacing[::-1])
-        lengths.append(extent_zyx[0])
+        kept = case.image.shape[0] * case.grid.spacing[2] if case.z_range else extent_zyx[0]  # `da_seg.extent`
+        lengths.append(kept)
         fovs.append(extent_zyx[1:])
         shares.append(float(np.prod(np.minimum(extent_zyx[1:] / window, 1.0))))
         native = np.array(case.original.spacing[::-1])  # (z, y, x) of the file; canonical order when axial

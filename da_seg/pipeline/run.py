@@ -26,6 +26,7 @@ from da_seg.config import Config
 from da_seg.data import PreparedCase
 from da_seg.distributed import barrier, broadcast_object, init_distributed, is_main, local_device
 from da_seg.errors import DasegError
+from da_seg.extent import extent_line
 from da_seg.files import read_json, write_json
 from da_seg.pipeline.dataset import Dataset, prepare_dataset, resolve_data
 from da_seg.pipeline.domain_gap import DomainSummary, domain_gap_section, summarise, warn_domain_gap
@@ -94,6 +95,8 @@ def prepare_upstream(config: Config, stages: Stages) -> Upstream:
         dataset = prepare_dataset(config, task, folders, cache)
     stages.timings["data"] = time.perf_counter() - start
     if is_main():
+        if config.data.extent is not None:
+            print(extent_line(config.data.extent["name"], dataset.cases_to_segment()), flush=True)
         warn_domain_gap(*_domain_summaries(dataset), (task.source_modality, task.target_modality))
     # every key covers the settings and the files (path, size, mtime) a stage reads, and the stage's code version
     data_key = fingerprint(

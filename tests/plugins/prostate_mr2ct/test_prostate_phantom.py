@@ -212,3 +212,23 @@ def json_realism(folder: Path) -> str | None:
 
 
 DEFAULT_DIGEST = "4dcae84773196c44e80339410c3eca7fbf4bec73730feb7a24e6edeba3f3b9f1"
+
+
+def test_extent_matching_finds_the_prostates_slab_in_a_long_clinical_ct() -> None:
+    """A known answer: the CT's prostate (its label, never shown to the matcher) lies inside the slab that mutual
+    information with two other subjects' MR picks, and the slab is a small part of the 320 mm CT."""
+    from da_seg import EXTENTS, load_config
+    from da_seg.api import get_task
+    from da_seg.pipeline.dataset import domains
+
+    config = load_config(Path(__file__).parents[3] / "examples/prostate_mr2ct_clinical.toml")
+    mr_domain, ct_domain = domains(config, get_task(config))
+    references = [mr_domain.prepare(phantom_subject(s, "MR", "clinical").image).image for s in (11, 12)]
+    matcher = EXTENTS.build({"name": "mutual_information"})
+    for seed in (21, 22):
+        ct = phantom_subject(seed, "CT", "clinical")
+        case = ct_domain.prepare(ct.image, ct.mask)
+        start, stop = matcher(case, references, ct_domain.spacing_zyx)
+        prostate = np.nonzero(case.mask.any(axis=(1, 2)))[0]
+        assert start <= prostate.min() and prostate.max() < stop
+        assert stop - start < 0.4 * case.image.shape[0]
