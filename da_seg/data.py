@@ -89,6 +89,8 @@ class Domain:
             `body_offset`). A CT's field of view is centred on the scanner table, an MR's on the organ, so centring
             on the grid puts the same anatomy tens of pixels apart in the two domains, and a CycleGAN then learns to
             move anatomy instead of translating it; centring both on the body lines them up.
+        extent: the ``data.extent`` spec the run cut its target images with (`da_seg.extent`), kept so that a
+            saved model can say that it was trained on slabs; `prepare` itself does not cut.
     """
 
     CENTRES = ("grid", "body")
@@ -99,6 +101,7 @@ class Domain:
         size_hw: tuple[int, int],
         intensity: Any,
         centre: str = "grid",
+        extent: dict[str, Any] | None = None,
     ) -> None:
         if centre not in self.CENTRES:
             raise DataError(f"crop centre must be one of {self.CENTRES}, got {centre!r}")
@@ -106,13 +109,15 @@ class Domain:
         self.size_hw = (int(size_hw[0]), int(size_hw[1]))
         self.intensity = intensity
         self.centre = centre
+        self.extent = dict(extent) if extent else None
 
     @property
     def settings(self) -> dict[str, Any]:
         """What the prepared arrays depend on (part of the cache key)."""
         intensity = getattr(self.intensity, "settings", repr(self.intensity))
         settings = {"spacing_zyx": list(self.spacing_zyx), "size_hw": list(self.size_hw), "intensity": intensity}
-        return settings | ({"centre": self.centre} if self.centre != "grid" else {})  # older keys stay valid
+        settings |= {"centre": self.centre} if self.centre != "grid" else {}  # older keys stay valid
+        return settings | ({"extent": self.extent} if self.extent else {})
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> Domain:
@@ -125,6 +130,7 @@ class Domain:
                 tuple(settings["size_hw"]),
                 INTENSITIES.build(dict(settings["intensity"])),
                 settings.get("centre", "grid"),
+                settings.get("extent"),
             )
         except (KeyError, TypeError) as err:
             raise DataError(f"saved data domain is incomplete ({err}); retrain the model in the pipeline") from None

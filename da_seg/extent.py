@@ -29,6 +29,12 @@ from da_seg.data import PreparedCase
 from da_seg.errors import ConfigError, DataError
 from da_seg.hookspecs import hookimpl
 
+
+class ExtentNotAppliedWarning(UserWarning):
+    """A model trained on slabs cut by ``data.extent`` segments a whole image (`daseg predict`): the source images
+    the slab was matched against are not saved with the model."""
+
+
 BINS = 32
 """Intensity bins of the joint histogram (on [-1, 1])."""
 

@@ -84,11 +84,11 @@ def test_extent_unset_leaves_older_configs_fingerprints_alone_and_a_bad_one_is_r
 
 
 def test_a_run_with_extent_matching_writes_masks_on_the_whole_ct_empty_outside_the_slab(
-    tmp_path: Path, tiny_config
+    tmp_path: Path, tiny_config, tiny_phantom_data: Path
 ) -> None:
     from da_seg.pipeline import run_pipeline
 
-    box = {"name": "box", "z_mm": [-20.0, 20.0]}
+    box = {"name": "box", "z_mm": [-40.0, 40.0]}
     config = load_config(tiny_config(tmp_path, "extent", baselines="[]"), {"data.extent": box})
     result = run_pipeline(config)
     written = sorted((result.run_dir / "predictions" / "synct").glob("*.nii.gz"))
@@ -96,5 +96,11 @@ def test_a_run_with_extent_matching_writes_masks_on_the_whole_ct_empty_outside_t
     for path in written:
         mask = read_volume(path)
         z = mask.origin[2] + np.arange(mask.shape[0]) * mask.spacing[2]
-        outside = (z < -20.0 - 3.0) | (z > 20.0 + 3.0)  # a resampled slice's width of slack at the slab's ends
+        outside = (z < -40.0 - 3.0) | (z > 40.0 + 3.0)  # a resampled slice's width of slack at the slab's ends
         assert outside.any() and not mask.array[outside].any()
+    from da_seg.extent import ExtentNotAppliedWarning
+    from da_seg.segmentation import predict_file
+
+    ct = sorted((tiny_phantom_data / "evaluation/images").glob("*.nii.gz"))[0]
+    with pytest.warns(ExtentNotAppliedWarning, match="trained on CT slabs cut by data.extent \\(box\\)"):
+        predict_file(result.run_dir / "seg_synct" / "model", ct, tmp_path / "again.nii.gz")

@@ -138,7 +138,7 @@ def domains(config: Config, task: Task) -> tuple[Domain, Domain]:
     source = INTENSITIES.build(config.data.source_intensity or task.source_intensity)
     target = INTENSITIES.build(config.data.target_intensity or task.target_intensity)
     centre = config.data.centre or task.centre
-    return Domain(spacing, size, source, centre), Domain(spacing, size, target, centre)
+    return Domain(spacing, size, source, centre), Domain(spacing, size, target, centre, config.data.extent)
 
 
 def split_test(cases: list[PreparedCase], fraction: float, seed: int) -> tuple[list, list]:

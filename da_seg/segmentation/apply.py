@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from da_seg.errors import ConfigError, DataError
+from da_seg.extent import ExtentNotAppliedWarning
 from da_seg.files import read_json
 from da_seg.segmentation.inference import Segmenter, load_trained
 from da_seg.segmentation.postprocess import COMPONENT_RULES
@@ -68,6 +70,13 @@ def predict_file(
 
     segmenter = model_dir if isinstance(model_dir, Segmenter) else load_segmenter(model_dir, device)
     domain = model_domain(segmenter)
+    if domain.extent:
+        warnings.warn(
+            f"{image_path}: this model was trained on CT slabs cut by data.extent ({domain.extent.get('name')}); "
+            "daseg predict segments the whole image, so check where the mask lies",
+            ExtentNotAppliedWarning,
+            stacklevel=2,
+        )
     volume = read_volume(image_path)
     case = domain.prepare(volume)
     labels = segmenter.segment(case.image, threshold, largest_component, tta_flip, component_rule)
