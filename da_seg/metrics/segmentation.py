@@ -1,4 +1,4 @@
-"""Segmentation metrics in millimetres: Dice, HD95, ASSD, Hausdorff, relative volume difference.
+"""Segmentation metrics in millimetres: Dice, HD95, ASSD, Hausdorff, relative volume difference, centroid distance.
 
 Every metric has the signature ``metric(prediction, reference, spacing_zyx) -> float`` on binary ``(z, y, x)``
 masks (any non-zero voxel is foreground) and is registered in `METRICS`. Surface distances are measured between
@@ -8,7 +8,7 @@ background) with a Euclidean distance transform that uses the voxel spacing, so 
 Empty masks never give NaN or a crash. The documented values are:
 
 ============================  ======  ===============================  ===================================
-case                          dice    hd95 / assd / hd                 rvd
+case                          dice    hd95 / assd / hd / centroid      rvd
 ============================  ======  ===============================  ===================================
 both empty                    1.0     0.0                              0.0
 prediction empty only         0.0     diagonal of the volume in mm     -1.0
@@ -137,7 +137,18 @@ def rvd(prediction: np.ndarray, reference: np.ndarray, spacing_zyx: Spacing = (1
     return float((p - r) / max(r, 1))
 
 
-DEFAULT_METRICS: tuple[str, ...] = ("dice", "hd95", "assd", "rvd")
+def centroid_distance(prediction: np.ndarray, reference: np.ndarray, spacing_zyx: Spacing) -> float:
+    """Distance in mm between the two masks' centres of mass: whether a mask lies on the right organ at all (a mask
+    on the bladder instead of the prostate is centimetres off, issue 41). Empty masks as `hd95`."""
+    pred, ref = _check(prediction, reference, spacing_zyx)
+    if not pred.any() or not ref.any():
+        return _empty_distance(pred, ref, spacing_zyx)
+    scale = np.asarray(spacing_zyx, dtype=float)
+    offset = np.mean(np.nonzero(pred), axis=1) * scale - np.mean(np.nonzero(ref), axis=1) * scale
+    return float(np.linalg.norm(offset))
+
+
+DEFAULT_METRICS: tuple[str, ...] = ("dice", "hd95", "assd", "rvd", "centroid")
 
 
 def evaluate_case(
@@ -210,3 +221,4 @@ def register_metrics(register) -> None:
     register("assd", assd)
     register("hd", hausdorff)
     register("rvd", rvd)
+    register("centroid", centroid_distance)

@@ -91,6 +91,9 @@ def test_two_cubes_a_known_distance_apart() -> None:
     assert hd95(a, b, sp) == pytest.approx(np.percentile(both, 95))
     # the same voxels with twice the x spacing: the distances in mm double
     assert hausdorff(a, b, (2.0, 1.0, 2.6)) == pytest.approx(26.0)
+    # their centres are 10 columns apart: 13 mm, whatever their overlap (none here)
+    assert METRICS.get("centroid")(a, b, sp) == pytest.approx(13.0)
+    assert METRICS.get("centroid")(a, a | b, sp) == pytest.approx(6.5)
 
 
 def test_identical_and_one_voxel_shift() -> None:
@@ -109,9 +112,9 @@ def test_identical_and_one_voxel_shift() -> None:
 @pytest.mark.parametrize(
     "pred_empty, ref_empty, expected",
     [
-        (True, True, {"dice": 1.0, "hd95": 0.0, "assd": 0.0, "hd": 0.0, "rvd": 0.0}),
-        (True, False, {"dice": 0.0, "hd95": "diag", "assd": "diag", "hd": "diag", "rvd": -1.0}),
-        (False, True, {"dice": 0.0, "hd95": "diag", "assd": "diag", "hd": "diag", "rvd": 8.0}),
+        (True, True, {"dice": 1.0, "hd95": 0.0, "assd": 0.0, "hd": 0.0, "rvd": 0.0, "centroid": 0.0}),
+        (True, False, {"dice": 0.0, "hd95": "diag", "assd": "diag", "hd": "diag", "rvd": -1.0, "centroid": "diag"}),
+        (False, True, {"dice": 0.0, "hd95": "diag", "assd": "diag", "hd": "diag", "rvd": 8.0, "centroid": "diag"}),
     ],
 )
 def test_empty_masks_give_documented_finite_values(pred_empty, ref_empty, expected) -> None:
