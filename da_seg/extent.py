@@ -15,7 +15,8 @@ built in (ours):
   mutual information of their intensities is highest (summed over a few source images), plus a margin. Mutual
   information is the usual similarity of images from two modalities: it needs no CT labels and no translator;
 * ``box``: a slab given in millimetres of the target's patient z coordinate (LPS, superior positive), the fallback
-  where the CTs share a frame of reference and the automatic match fails.
+  where the CTs share a frame of reference and the automatic match fails;
+* ``whole``: every slice, as without ``data.extent`` (the baseline of a study's grid).
 """
 
 from __future__ import annotations
@@ -177,6 +178,11 @@ def extent_line(name: str, cases: list[PreparedCase]) -> str:
     return f"extent ({name}): target images cut to the slices that hold the source anatomy ({share:.0%} kept): {where}"
 
 
+def whole(case: PreparedCase, references: list[np.ndarray], spacing_zyx: tuple[float, float, float]) -> tuple[int, int]:
+    """Every slice: no cut (the baseline a study compares a matcher against)."""
+    return 0, case.image.shape[0]
+
+
 def mutual_information_matcher(margin_mm: float = 15.0, references: int = 4, stride: int = 2) -> MutualInformation:
     """Registered as ``mutual_information``."""
     return MutualInformation(float(margin_mm), int(references), int(stride))
@@ -193,3 +199,4 @@ def box_matcher(z_mm: list[float] | tuple[float, float]) -> Box:
 def register_extents(register: Any) -> None:
     register("mutual_information", mutual_information_matcher)
     register("box", box_matcher)
+    register("whole", lambda: whole)

@@ -48,6 +48,7 @@ def test_mutual_information_finds_the_slab_that_holds_the_references_anatomy() -
     matcher = EXTENTS.build({"name": "mutual_information", "margin_mm": 6.0, "references": 1})
     assert matcher(_case(ct), [mr], (3.0, 2.0, 2.0)) == (38, 62)  # the slab and 6 mm (2 slices) each side
     assert matcher(_case(ct[:15]), [mr], (3.0, 2.0, 2.0)) == (0, 15)  # a CT shorter than the MR: all of it
+    assert EXTENTS.build({"name": "whole"})(_case(ct), [mr], (3.0, 2.0, 2.0)) == (0, 90)  # a study's baseline
 
 
 def test_a_box_in_millimetres_picks_the_slices_between_its_ends() -> None:
