@@ -60,6 +60,9 @@ def test_the_default_phantom_passes_and_the_real_worlds_pair_is_flagged() -> Non
     found = compare_domains(*CROPS_VS_PLANNING_CT)
     assert len(found) == 4
     assert found[0].startswith("the CT images are 3.4x as long along the body axis as the MR images (340 vs 100 mm)")
+    assert found[0].endswith(
+        "set data.extent = {name = 'mutual_information'} to cut each target image to the source's anatomy"
+    )
     assert found[1].startswith("the MR images fill 39% of the in-plane crop window (the rest is padding), the CT")
     assert "native slice spacing is 2.0x" in found[2] and "native in-plane spacing is 2.0x" in found[3]
 

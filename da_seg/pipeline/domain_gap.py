@@ -85,7 +85,12 @@ def compare_domains(source: DomainSummary, target: DomainSummary, names: tuple[s
             f"the {longer} images are {ratio:.1f}x as long along the body axis as the {shorter} images "
             f"({target.length_mm if longer == b else source.length_mm:.0f} vs "
             f"{source.length_mm if longer == b else target.length_mm:.0f} mm): the {longer} shows anatomy the "
-            f"{shorter} never does, and a mask may land on another organ; crop the {longer} to the same region"
+            f"{shorter} never does, and a mask may land on another organ; "
+            + (
+                "set data.extent = {name = 'mutual_information'} to cut each target image to the source's anatomy"
+                if longer == b
+                else f"crop the {longer} to the same region"
+            )
         )
     gap = abs(source.window_share - target.window_share)
     if gap >= COVERAGE_GAP:
