@@ -112,12 +112,16 @@ class Domain:
         self.extent = dict(extent) if extent else None
 
     @property
-    def settings(self) -> dict[str, Any]:
-        """What the prepared arrays depend on (part of the cache key)."""
+    def grid_settings(self) -> dict[str, Any]:
+        """What the prepared arrays depend on (the prepared cache's key): not ``extent``, which cuts them later."""
         intensity = getattr(self.intensity, "settings", repr(self.intensity))
         settings = {"spacing_zyx": list(self.spacing_zyx), "size_hw": list(self.size_hw), "intensity": intensity}
-        settings |= {"centre": self.centre} if self.centre != "grid" else {}  # older keys stay valid
-        return settings | ({"extent": self.extent} if self.extent else {})
+        return settings | ({"centre": self.centre} if self.centre != "grid" else {})  # older keys stay valid
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Everything that rebuilds this domain (`from_settings`; saved beside trained models)."""
+        return self.grid_settings | ({"extent": self.extent} if self.extent else {})
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> Domain:

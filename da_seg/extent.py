@@ -21,7 +21,7 @@ built in (ours):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,10 +40,13 @@ BINS = 32
 """Intensity bins of the joint histogram (on [-1, 1])."""
 
 
-def mutual_information(a: np.ndarray, b: np.ndarray, bins: int = BINS) -> float:
-    """Mutual information (nats) of two equally long arrays of values in [-1, 1], from their joint histogram."""
-    ia = np.clip(((a + 1.0) * 0.5 * bins).astype(np.int64), 0, bins - 1)
-    ib = np.clip(((b + 1.0) * 0.5 * bins).astype(np.int64), 0, bins - 1)
+def _bins(values: np.ndarray, bins: int) -> np.ndarray:
+    """Values in [-1, 1] as bin indices ``0 .. bins - 1``."""
+    return np.clip(((values + 1.0) * 0.5 * bins).astype(np.int64), 0, bins - 1)
+
+
+def _binned_information(ia: np.ndarray, ib: np.ndarray, bins: int) -> float:
+    """Mutual information (nats) of two equally long arrays of bin indices, from their joint histogram."""
     joint = np.bincount(ia * bins + ib, minlength=bins * bins).reshape(bins, bins).astype(np.float64)
     joint /= max(joint.sum(), 1.0)
     pa, pb = joint.sum(1, keepdims=True), joint.sum(0, keepdims=True)
@@ -51,9 +54,9 @@ def mutual_information(a: np.ndarray, b: np.ndarray, bins: int = BINS) -> float:
     return float((joint[nz] * np.log(joint[nz] / (pa @ pb)[nz])).sum())
 
 
-def _slab(start: int, length: int, margin: int, slices: int) -> tuple[int, int]:
-    """``[start - margin, start + length + margin)`` clipped to ``[0, slices)``."""
-    return max(0, start - margin), min(slices, start + length + margin)
+def mutual_information(a: np.ndarray, b: np.ndarray, bins: int = BINS) -> float:
+    """Mutual information (nats) of two equally long arrays of values in [-1, 1], from their joint histogram."""
+    return _binned_information(_bins(a, bins), _bins(b, bins), bins)
 
 
 @dataclass(frozen=True)
@@ -79,24 +82,22 @@ class MutualInformation:
             )
 
     def profile(self, image: np.ndarray, references: list[np.ndarray]) -> np.ndarray:
-        """The summed mutual information at every start slice where the shortest reference fits inside ``image``.
+        """The summed mutual information at every start slice where the shortest reference fits inside ``image``
+        (at least as long as it).
 
         Each reference is scored only on its own field of view (voxels above its padding, -1), so an MR's padding
         around a small field of view counts for nothing."""
         refs = references[: self.references]
         length = min(r.shape[0] for r in refs)
-        offsets = max(1, image.shape[0] - length + 1)
-        scores = np.zeros(offsets)
+        scores = np.zeros(image.shape[0] - length + 1)
         s = self.stride
+        target = _bins(image[:, ::s, ::s], BINS)
         for ref in refs:
             ref = ref[:length, ::s, ::s]
             inside = ref > -1.0 + 1e-3
-            values = ref[inside]
-            for k in range(offsets):
-                slab = image[k : k + length, ::s, ::s]
-                if slab.shape[0] < length:  # a target shorter than the reference: nothing to choose
-                    return scores
-                scores[k] += mutual_information(values, slab[inside])
+            values = _bins(ref[inside], BINS)  # once per reference, not once per offset
+            for k in range(len(scores)):
+                scores[k] += _binned_information(values, target[k : k + length][inside], BINS)
         return scores
 
     def __call__(
@@ -109,11 +110,8 @@ class MutualInformation:
         if slices <= length:
             return 0, slices
         start = int(np.argmax(self.profile(case.image, references)))
-        return _slab(start, length, round(self.margin_mm / spacing_zyx[0]), slices)
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return {"name": "mutual_information", "margin_mm": self.margin_mm, "references": self.references}
+        margin = round(self.margin_mm / spacing_zyx[0])
+        return max(0, start - margin), min(slices, start + length + margin)
 
 
 @dataclass(frozen=True)
@@ -148,17 +146,7 @@ def crop_slices(case: PreparedCase, region: tuple[int, int]) -> PreparedCase:
         raise DataError(f"case {case.id}: slice range {list(region)} is outside its {case.image.shape[0]} slices")
     before = case.z_range[0] if case.z_range else 0
     mask = None if case.mask is None else case.mask[start:stop]
-    return PreparedCase(
-        case.id,
-        case.image[start:stop],
-        mask,
-        case.original,
-        case.grid,
-        case.stats,
-        case.offset_hw,
-        case.constant,
-        (before + start, before + stop),
-    )
+    return replace(case, image=case.image[start:stop], mask=mask, z_range=(before + start, before + stop))
 
 
 def match_extent(

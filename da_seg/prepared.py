@@ -45,7 +45,7 @@ def cache_key(case: Case, domain: Domain) -> str:
         "label": file_stamp(case.label),
         "binary": case.binary,
     }
-    text = json.dumps({**payload, "domain": domain.settings}, sort_keys=True, default=str)
+    text = json.dumps({**payload, "domain": domain.grid_settings}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
